@@ -103,13 +103,31 @@ fetch_istio_crds() {
   mv "$dir/crds.yaml.tmp" "$dir/crds.yaml"
 }
 
+# kwok acts on nodes and pods through "stages"; the fast ones (nodes Ready at once,
+# pods Running and Ready as soon as they are scheduled) ship in its module's source.
+fetch_kwok_stages() {
+  local out="$cache/kwok-v$KWOK_VERSION/stages.yaml"
+  [[ -s "$out" ]] && return
+  local src
+  src="$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  local f first=1
+  : > "$out.tmp"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    [[ $first -eq 1 ]] || echo "---" >> "$out.tmp"
+    first=0
+    cat "$src/kustomize/stage/$f" >> "$out.tmp"
+  done
+  mv "$out.tmp" "$out"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(kubernetes etcd kwok istio helm kustomize)
 for t in "${targets[@]}"; do
   case "$t" in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
-    kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; fetch_kwok_stages ;;
     helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     kustomize) go_install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5 ;;
     istio) fetch_istio_crds ;;

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tidegate.api._base import ApiModel, IntOrString, cel, duration_rule, validations
+from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rule, validations
 from tidegate.api.meta import ObjectMeta
 from tidegate.api.rollout import MeasurementRetention, MetricNameRef
 
@@ -38,7 +38,7 @@ class PrometheusProvider(ApiModel):
     """Base URL of the Prometheus server, e.g. http://prometheus:9090."""
     query: str = Field(min_length=1)
     """PromQL; `{{args.NAME}}` is replaced by the argument, escaped as a string literal."""
-    timeout: IntOrString = "10s"
+    timeout: Duration = "10s"
     """How long a query may take."""
     authentication: Authentication | None = None
     """Credentials, from a Secret."""
@@ -49,9 +49,9 @@ class PrometheusProvider(ApiModel):
 class PrometheusRange(ApiModel):
     model_config = {"json_schema_extra": validations(duration_rule("window"), duration_rule("step"))}
 
-    window: IntOrString = "5m"
+    window: Duration = "5m"
     """How far back the range query reaches."""
-    step: IntOrString = "15s"
+    step: Duration = "15s"
     """Resolution of the range query."""
 
 
@@ -100,16 +100,6 @@ class MetricProvider(ApiModel):
 class Judge(ApiModel):
     """Compare the canary's samples with the stable's instead of a fixed threshold."""
 
-    model_config = {
-        "json_schema_extra": validations(
-            cel(
-                "self.query.contains('{{hash}}')",
-                "a judged query selects a version with {{hash}} (the pod-template hash)",
-                ".query",
-            )
-        )
-    }
-
     query: str = Field(min_length=1)
     """Range query run once per version; `{{hash}}` becomes that version's pod-template hash."""
     direction: Literal["Increase", "Decrease", "Either"] = "Increase"
@@ -141,9 +131,9 @@ class Metric(ApiModel):
 
     name: str = Field(min_length=1)
     """Name of the metric, unique in the template."""
-    interval: IntOrString | None = None
+    interval: Duration | None = None
     """Time between measurements; omitted: measure once."""
-    initial_delay: IntOrString | None = None
+    initial_delay: Duration | None = None
     """Wait this long before the first measurement."""
     count: IntOrString | None = None
     """Number of measurements; omitted with an interval: until the run is stopped."""

@@ -24,6 +24,8 @@ VERSION = "v1alpha1"
 
 Schema = dict[str, Any]
 
+DEFAULT_MAX_ITEMS = 256
+
 _DROP = {"title", "$defs", "discriminator"}
 
 
@@ -41,7 +43,7 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
     node = _resolve(node, defs)
     if node.get("x-kubernetes-int-or-string"):
         out: Schema = {"x-kubernetes-int-or-string": True}
-        for key in ("description", "default"):
+        for key in ("description", "default", "maxLength"):
             if key in node:
                 out[key] = node[key]
         return out
@@ -78,6 +80,9 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
             out["exclusiveMaximum"] = True
         else:
             out[key] = value
+    if out.get("type") == "array" and "maxItems" not in out:
+        # Bounded lists keep the API server's CEL cost estimate within budget.
+        out["maxItems"] = DEFAULT_MAX_ITEMS
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
@@ -176,10 +181,6 @@ def _crd(
 def crds() -> dict[str, Schema]:
     """File name -> CRD object."""
     rollout_schema = _top_level(Rollout, "A Deployment that rolls out step by step or by preview and switch.")
-    rollout_schema["properties"]["status"]["properties"]["step"] = {
-        "type": "string",
-        "description": "Current canary step as k/n (for kubectl get).",
-    }
     template_schema = _top_level(AnalysisTemplate, "Metrics a rollout's analysis measures.")
     cluster_schema = _top_level(ClusterAnalysisTemplate, "An AnalysisTemplate for every namespace.")
     run_schema = _top_level(AnalysisRun, "One analysis of one rollout revision, with every measurement.")

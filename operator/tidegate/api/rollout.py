@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tidegate.api._base import ApiModel, IntOrString, cel, duration_rule, validations
+from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rule, validations
 from tidegate.api.meta import Condition, LabelSelector, ObjectMeta, PodTemplateSpec
 
 # ---------------------------------------------------------------------------
@@ -82,7 +82,7 @@ class CanaryPause(ApiModel):
 
     model_config = {"json_schema_extra": validations(duration_rule("duration"))}
 
-    duration: IntOrString | None = None
+    duration: Duration | None = None
     """How long to pause: `30s`, `10m`, `1h`, or a whole number of seconds. Omitted: until promoted."""
 
 
@@ -399,6 +399,8 @@ class BlueGreenStatus(ApiModel):
     """Pod-template hash the preview Service selects."""
     scale_down_delay_start_time: str | None = None
     """When the old version's scale-down delay began."""
+    promoting: bool | None = None
+    """Promotion under way: the new version is scaled to full size before the switch."""
     pre_promotion_analysis_run_status: RolloutAnalysisRunStatus | None = None
     """Pre-promotion analysis run."""
     post_promotion_analysis_run_status: RolloutAnalysisRunStatus | None = None
@@ -420,6 +422,8 @@ class RolloutStatus(ApiModel):
     """Pod-template hash of the stable ReplicaSet."""
     current_step_index: int | None = None
     """Index of the current canary step."""
+    step: str | None = None
+    """Current canary step as k/n (for kubectl get)."""
     current_step_hash: str | None = None
     """Hash of the steps; a change of steps restarts them."""
     abort: bool = False

@@ -1,0 +1,1 @@
+"""The `tidegate` command (also `kubectl-tidegate`, a kubectl plugin)."""

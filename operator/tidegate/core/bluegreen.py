@@ -1,0 +1,195 @@
+"""Blue-green: preview the new version beside the old, then switch the active Service at once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from tidegate.core.durations import format_duration
+
+if TYPE_CHECKING:
+    from tidegate.core.planner import _Pass
+
+
+def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> None:
+    from tidegate.core.planner import (
+        ensure_replica_set,
+        iso,
+        parse_time,
+        point_service,
+        rs_by_hash,
+        service_hashes,
+    )
+
+    obs, st = p.obs, p.status
+    bg = obs.rollout.spec.strategy.blue_green
+    assert bg is not None
+    replicas = obs.rollout.spec.desired_replicas
+    status_bg: dict[str, Any] = dict(st.get("blueGreen") or {})
+    st["blueGreen"] = status_bg
+
+    if obs.rollout.status.current_pod_hash != current_hash:
+        # A new revision (or the first): start over; a preview in flight is replaced.
+        st["pauseConditions"] = []
+        st["controllerPause"] = False
+        st["promoteFull"] = False
+        st["stepStartedAt"] = None
+        status_bg["promoting"] = False
+        if obs.rollout.status.current_pod_hash is not None:
+            st["abort"] = False
+            st.pop("abortedAt", None)
+            p.event("NewRevision", f"new revision {current_hash}")
+
+    active_hash = st.get("stableRS")
+    if active_hash is None or rs_by_hash(obs, active_hash) is None:
+        active_hash = current_hash  # first deploy: straight to active, no preview phase
+        st["stableRS"] = current_hash
+
+    def retire(keep: set[str], delay: float) -> None:
+        from tidegate.core.planner import retire_others
+
+        retire_others(p, keep, delay, service_hashes(p))
+
+    if active_hash == current_hash:
+        rs = ensure_replica_set(p, current_hash, template, replicas)
+        st["pauseConditions"] = []
+        st["controllerPause"] = False
+        st["abort"] = False
+        st.pop("abortedAt", None)
+        available = rs.available if rs else 0
+        if available < replicas and (available == 0 or _other_active(p, current_hash)):
+            p.message = f"waiting for {available}/{replicas} pods available"
+            return
+        switched = point_service(p, bg.active_service, current_hash)
+        switched = point_service(p, bg.preview_service, current_hash) and switched
+        status_bg["activeSelector"] = current_hash
+        status_bg["previewSelector"] = current_hash if bg.preview_service else None
+        if switched:
+            started = parse_time(status_bg.get("scaleDownDelayStartTime")) or obs.now
+            delay = bg.scale_down_delay_seconds - (obs.now - started).total_seconds()
+            retire({current_hash}, max(delay, 0.0))
+            if delay > 0 and any(r.replicas > 0 for r in obs.replica_sets if r.pod_hash != current_hash):
+                p.message = f"switched; old version scaled down in {format_duration(delay)}"
+                p.wake_in(delay)
+        if available < replicas:
+            p.message = f"waiting for {available}/{replicas} pods available"
+        elif switched and not p.message:
+            p.complete = True
+            p.message = "healthy"
+        return
+
+    stable = ensure_replica_set(p, active_hash, _template(p, active_hash, template), replicas)
+    point_service(p, bg.active_service, active_hash)
+    status_bg["activeSelector"] = active_hash
+
+    if st.get("abort"):
+        p.aborted = True
+        if not st.get("abortedAt"):
+            st["abortedAt"] = iso(obs.now)
+            p.event("RolloutAborted", f"aborted revision {current_hash}: active stays on {active_hash}", True)
+        st["pauseConditions"] = []
+        st["controllerPause"] = False
+        p.message = "rollout aborted: the active Service stays on the stable version"
+        preview = rs_by_hash(obs, current_hash)
+        if bg.preview_service:
+            point_service(p, bg.preview_service, active_hash)
+        if preview is not None and preview.replicas > 0:
+            aborted_at = parse_time(st.get("abortedAt")) or obs.now
+            remaining = (aborted_at + timedelta(seconds=bg.abort_scale_down_delay_seconds) - obs.now).total_seconds()
+            if remaining <= 0:
+                from tidegate.core.model import ScaleReplicaSet
+
+                p.actions.append(ScaleReplicaSet(preview.name, 0))
+            else:
+                p.wake_in(remaining)
+                p.message += f"; preview pods scaled down in {format_duration(remaining)}"
+        retire({active_hash, current_hash}, 0)
+        return
+
+    promoting = bool(st.get("promoteFull")) or status_bg.get("promoting") is True
+    preview_count = replicas if promoting else (bg.preview_replica_count or replicas)
+    preview = ensure_replica_set(p, current_hash, template, preview_count)
+    retire({active_hash, current_hash}, 0)
+    available = preview.available if preview else 0
+    del stable
+
+    if obs.rollout.spec.paused:
+        p.paused = True
+        p.message = "paused by spec.paused"
+        return
+    if not promoting:
+        if available < preview_count:
+            p.message = f"preview: waiting for {available}/{preview_count} new pods ready"
+            _pause_for_person(p, bg.auto_promotion_enabled)
+            return
+        if bg.preview_service and not point_service(p, bg.preview_service, current_hash):
+            p.message = f"pointing {bg.preview_service} at the preview"
+            return
+        status_bg["previewSelector"] = current_hash
+        if not st.get("stepStartedAt"):
+            st["stepStartedAt"] = iso(obs.now)
+        if not bg.auto_promotion_enabled:
+            if not _pause_for_person(p, False):
+                p.message = "preview ready; paused until promoted (`tidegate promote`)"
+                return
+        elif bg.auto_promotion_seconds:
+            since = parse_time(st.get("stepStartedAt")) or obs.now
+            left = bg.auto_promotion_seconds - (obs.now - since).total_seconds()
+            if left > 0:
+                p.message = f"preview ready; promoting automatically in {format_duration(left)}"
+                p.wake_in(left)
+                return
+        status_bg["promoting"] = True
+        p.event("RolloutPromoting", f"promoting revision {current_hash}")
+        p.wake_in(0.05)
+        p.message = "promoting: scaling the new version to full size"
+        return
+
+    # Promotion: full size first, then switch the active Service, then the old pods go later.
+    if available < replicas:
+        p.message = f"promoting: waiting for {available}/{replicas} new pods available before switching"
+        return
+    if bg.preview_service:
+        point_service(p, bg.preview_service, current_hash)
+    if point_service(p, bg.active_service, current_hash):
+        return
+    st["stableRS"] = current_hash
+    status_bg["promoting"] = False
+    st["promoteFull"] = False
+    status_bg["activeSelector"] = current_hash
+    status_bg["scaleDownDelayStartTime"] = iso(obs.now)
+    p.event("RolloutPromoted", f"active Service {bg.active_service} switched to {current_hash}")
+    p.message = "switched the active Service"
+    p.wake_in(0.05)
+
+
+def _template(p: _Pass, pod_hash: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    from tidegate.core.planner import rs_by_hash
+
+    rs = rs_by_hash(p.obs, pod_hash)
+    return rs.template if rs is not None and rs.template else fallback
+
+
+def _other_active(p: _Pass, current_hash: str) -> bool:
+    return any(rs.available > 0 for rs in p.obs.replica_sets if rs.pod_hash != current_hash)
+
+
+def _pause_for_person(p: _Pass, auto: bool) -> bool:
+    """Hold a BlueGreenPause when auto-promotion is off; True once a person promoted."""
+    from tidegate.core.planner import iso
+
+    st = p.status
+    if auto:
+        return True
+    held = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "BlueGreenPause"]
+    if held:
+        p.paused = True
+        return False
+    if st.get("controllerPause"):
+        return True  # we had paused and the condition is gone: promoted
+    st["pauseConditions"] = [*(st.get("pauseConditions") or []),
+                             {"reason": "BlueGreenPause", "startTime": iso(p.obs.now)}]
+    st["controllerPause"] = True
+    p.paused = True
+    p.event("RolloutPaused", "blue-green preview: paused until promoted")
+    return False
