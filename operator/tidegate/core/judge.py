@@ -44,9 +44,6 @@ _MAX_SAMPLES_FOR_SHIFT = 500
 _SCORE_EPSILON = 1e-9
 """Rounding slack when comparing a weighted score with pass/marginal scores."""
 
-_INCONCLUSIVE_CREDIT = 0.5
-"""Share of its weight an Inconclusive metric adds to the score."""
-
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -86,7 +83,9 @@ class RunVerdict:
 
     phase: JudgePhase
     score: float
-    """Weighted share of passing metrics (Inconclusive ones count half), 0..1."""
+    """Weighted share of Successful metrics, 0..1."""
+    max_score: float
+    """The score if every Inconclusive metric passed."""
     message: str
     """Why, in a sentence."""
 
@@ -184,41 +183,39 @@ def combine(
 ) -> RunVerdict:
     """Verdict of a run from its judged metrics' verdicts.
 
-    Score = (weight of Successful + half the weight of Inconclusive) / total weight.
-    A Failed critical metric fails the run; an Inconclusive critical metric keeps it from
-    being Successful. Otherwise score >= pass_score: Successful; >= marginal_score:
-    Inconclusive; below: Failed.
+    score = weight of Successful metrics / total weight; max_score also counts the
+    Inconclusive ones as passing. An Inconclusive metric is unknown, not half a pass: the
+    run is Successful only if it passes with every Inconclusive metric counted as failing
+    (score >= pass_score) and Failed only if it fails with all of them counted as passing
+    (max_score < marginal_score); in between it is Inconclusive. A Failed critical metric
+    fails the run whatever the score; an Inconclusive critical metric keeps it from being
+    Successful.
     """
     if not verdicts:
-        return RunVerdict(phase="Inconclusive", score=0.0, message="no judged metrics to score")
+        return RunVerdict("Inconclusive", 0.0, 0.0, "no judged metrics to score")
     total = sum(judge.weight for judge, _ in verdicts)
-    earned = sum(
-        judge.weight * (1.0 if v.phase == "Successful" else _INCONCLUSIVE_CREDIT)
-        for judge, v in verdicts
-        if v.phase != "Failed"
-    )
-    score = earned / total
+    passed = sum(judge.weight for judge, v in verdicts if v.phase == "Successful")
+    unknown = sum(judge.weight for judge, v in verdicts if v.phase == "Inconclusive")
+    score, max_score = passed / total, (passed + unknown) / total
     counts = {phase: sum(1 for _, v in verdicts if v.phase == phase) for phase in _PHASES}
     tally = ", ".join(f"{counts[p]} {p.lower()}" for p in _PHASES if counts[p])
-    summary = f"score {score:.3g} ({tally}; pass {pass_score:g}, marginal {marginal_score:g})"
+    shown = f"{score:.3g}" if unknown == 0 else f"{score:.3g}..{max_score:.3g}"
+    summary = f"score {shown} ({tally}; pass {pass_score:g}, marginal {marginal_score:g})"
 
     critical_failed = [v for judge, v in verdicts if judge.critical and v.phase == "Failed"]
     if critical_failed:
-        return RunVerdict(
-            "Failed", score, f"a critical metric failed: {critical_failed[0].message}; {summary}"
-        )
+        why = f"a critical metric failed: {critical_failed[0].message}; {summary}"
+        return RunVerdict("Failed", score, max_score, why)
+    if max_score < marginal_score - _SCORE_EPSILON:
+        return RunVerdict("Failed", score, max_score, summary)
     if score >= pass_score - _SCORE_EPSILON:
         critical_open = [v for judge, v in verdicts if judge.critical and v.phase == "Inconclusive"]
-        if critical_open:
-            return RunVerdict(
-                "Inconclusive",
-                score,
-                f"a critical metric is inconclusive: {critical_open[0].message}; {summary}",
-            )
-        return RunVerdict("Successful", score, summary)
-    if score >= marginal_score - _SCORE_EPSILON:
-        return RunVerdict("Inconclusive", score, f"marginal {summary}")
-    return RunVerdict("Failed", score, summary)
+        if not critical_open:
+            return RunVerdict("Successful", score, max_score, summary)
+        why = f"a critical metric is inconclusive: {critical_open[0].message}; {summary}"
+        return RunVerdict("Inconclusive", score, max_score, why)
+    why = f"undecided, inconclusive metrics: {summary}" if unknown else f"marginal {summary}"
+    return RunVerdict("Inconclusive", score, max_score, why)
 
 
 _PHASES: tuple[JudgePhase, ...] = ("Successful", "Inconclusive", "Failed")

@@ -519,7 +519,8 @@ def _canary_pause(p: _Pass, step: CanaryStep, index: int, n: int) -> None:
     started = parse_time(conditions_now[0].get("startTime")) or p.obs.now
     remaining = (started + timedelta(seconds=seconds) - p.obs.now).total_seconds()
     if remaining > 0:
-        p.message = f"paused at step {index + 1}/{n} for {format_duration(remaining)} more"
+        until = iso(started + timedelta(seconds=seconds))
+        p.message = f"paused at step {index + 1}/{n} for {format_duration(remaining)} more (until {until})"
         p.wake_in(remaining)
         return
     p.paused = False

@@ -207,7 +207,7 @@ class Sandbox:
             "--leader-elect=false", f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
             "--concurrent-replicaset-syncs=10", "--kube-api-qps=100", "--kube-api-burst=200",
         ])
         self._spawn(state, "kube-scheduler", [

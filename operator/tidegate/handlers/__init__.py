@@ -1,0 +1,1 @@
+"""The thin kopf layer: map watch events to per-Rollout reconcile loops."""

@@ -1,0 +1,102 @@
+"""kopf wiring.
+
+kopf's on.update ignores status, where runtime control lives (abort, promote), so
+Tidegate is level-triggered: every watch event of a Rollout or of something it owns
+wakes that Rollout's loop (a kopf daemon), which runs one reconcile pass and then
+sleeps until the next event or the wake-up time the pass asked for. An idle
+Rollout makes no API requests beyond the watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from tidegate.core.model import ROLLOUT_LABEL, Event
+from tidegate.handlers.reconcile import reconcile, release_traffic
+from tidegate.k8s.client import Clients
+
+GROUP, VERSION = "tidegate.io", "v1alpha1"
+FINALIZER = "tidegate.io/traffic"
+log = logging.getLogger("tidegate.operator")
+
+_wakers: dict[tuple[str, str], asyncio.Event] = {}
+_clients: Clients | None = None
+MAX_BACKOFF = 60.0
+
+
+def _wake(namespace: str | None, name: str | None) -> None:
+    if namespace and name:
+        waker = _wakers.get((namespace, name))
+        if waker is not None:
+            waker.set()
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _clients
+    _clients = Clients.load()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tidegate.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="tidegate.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+@kopf.on.event(GROUP, VERSION, "rollouts")
+async def rollout_event(name: str | None, namespace: str | None, **_: Any) -> None:
+    _wake(namespace, name)
+
+
+@kopf.on.event("apps", "v1", "replicasets", labels={ROLLOUT_LABEL: kopf.PRESENT})
+async def replicaset_event(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
+    _wake(namespace, labels.get(ROLLOUT_LABEL))
+
+
+@kopf.on.event(GROUP, VERSION, "analysisruns", labels={ROLLOUT_LABEL: kopf.PRESENT})
+async def analysisrun_event(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
+    _wake(namespace, labels.get(ROLLOUT_LABEL))
+
+
+async def _emit(body: dict[str, Any], event: Event) -> None:
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.daemon(GROUP, VERSION, "rollouts", cancellation_timeout=2.0)
+async def rollout_loop(name: str, namespace: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    assert _clients is not None
+    key = (namespace, name)
+    waker = _wakers.setdefault(key, asyncio.Event())
+    waker.set()
+    backoff = 1.0
+    delay: float | None = None
+    try:
+        while not stopped:
+            try:
+                await asyncio.wait_for(waker.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            waker.clear()
+            try:
+                delay = await reconcile(_clients, namespace, name, _emit)
+                backoff = 1.0
+            except Exception as exc:  # noqa: BLE001 - the operator never dies of one object
+                log.warning("reconcile of %s/%s failed: %s", namespace, name, exc,
+                            extra={"namespace": namespace, "rollout": name})
+                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+    finally:
+        if _wakers.get(key) is waker:
+            del _wakers[key]
+
+
+@kopf.on.delete(GROUP, VERSION, "rollouts")
+async def rollout_deleted(name: str, namespace: str, **_: Any) -> None:
+    """Deletion never strands traffic: back to stable before the finalizer goes."""
+    assert _clients is not None
+    await release_traffic(_clients, namespace, name)

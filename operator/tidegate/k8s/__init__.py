@@ -1,0 +1,1 @@
+"""Observe the cluster into an ObservedState, and execute a Plan's actions."""
