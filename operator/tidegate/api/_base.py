@@ -59,8 +59,7 @@ DURATION_PATTERN = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$|^[0-9]+$"
 
 def duration_rule(field: str) -> dict[str, str]:
     return cel(
-        f"!has(self.{field}) || type(self.{field}) == int || "
-        f"self.{field}.matches('{DURATION_PATTERN}')",
+        f"!has(self.{field}) || type(self.{field}) == int || self.{field}.matches('{DURATION_PATTERN}')",
         f"{field} must be a duration such as 30s, 10m, 1h, or a whole number of seconds",
         f".{field}",
     )

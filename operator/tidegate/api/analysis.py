@@ -42,7 +42,7 @@ class PrometheusProvider(ApiModel):
     """How long a query may take."""
     authentication: Authentication | None = None
     """Credentials, from a Secret."""
-    range: "PrometheusRange | None" = None
+    range: PrometheusRange | None = None
     """Run a range query (for statistical judges) instead of an instant query."""
 
 

@@ -117,21 +117,33 @@ def _top_level(model: type[BaseModel], description: str) -> Schema:
     return schema
 
 
-_ROLLOUT_COLUMNS = [
+_ROLLOUT_COLUMNS: list[Schema] = [
     {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas", "description": "Desired pods"},
     {"name": "Current", "type": "integer", "jsonPath": ".status.replicas", "description": "Pods"},
-    {"name": "Up-to-date", "type": "integer", "jsonPath": ".status.updatedReplicas",
-     "description": "Pods of the current revision"},
-    {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas",
-     "description": "Available pods"},
+    {
+        "name": "Up-to-date",
+        "type": "integer",
+        "jsonPath": ".status.updatedReplicas",
+        "description": "Pods of the current revision",
+    },
+    {
+        "name": "Available",
+        "type": "integer",
+        "jsonPath": ".status.availableReplicas",
+        "description": "Available pods",
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Rollout phase"},
     {"name": "Step", "type": "string", "jsonPath": ".status.step", "description": "Canary step k/n"},
-    {"name": "Canary-Weight", "type": "integer", "jsonPath": ".status.canary.weights.canary.weight",
-     "description": "Traffic weight of the canary, read back from the router"},
+    {
+        "name": "Canary-Weight",
+        "type": "integer",
+        "jsonPath": ".status.canary.weights.canary.weight",
+        "description": "Traffic weight of the canary, read back from the router",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
-_ANALYSIS_RUN_COLUMNS = [
+_ANALYSIS_RUN_COLUMNS: list[Schema] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

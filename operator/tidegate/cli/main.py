@@ -60,3 +60,7 @@ def version() -> None:
 
 def main(*args: Any) -> None:
     cli(*args)
+
+
+if __name__ == "__main__":
+    main()

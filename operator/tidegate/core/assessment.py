@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -191,33 +191,22 @@ class Tally:
         phase = measurement.phase
         measurements = (*self.measurements, measurement)
         if phase == "Error":
-            return Tally(
-                self.count,
-                self.successful,
-                self.failed,
-                self.inconclusive,
-                self.error + 1,
-                self.consecutive_error + 1,
-                measurements,
+            return replace(
+                self,
+                error=self.error + 1,
+                consecutive_error=self.consecutive_error + 1,
+                measurements=measurements,
             )
         if phase in _IN_PROGRESS:
-            return Tally(
-                self.count,
-                self.successful,
-                self.failed,
-                self.inconclusive,
-                self.error,
-                self.consecutive_error,
-                measurements,
-            )
-        return Tally(
-            self.count + 1,
-            self.successful + (phase == "Successful"),
-            self.failed + (phase == "Failed"),
-            self.inconclusive + (phase == "Inconclusive"),
-            self.error,
-            0,
-            measurements,
+            return replace(self, measurements=measurements)
+        return replace(
+            self,
+            count=self.count + 1,
+            successful=self.successful + (phase == "Successful"),
+            failed=self.failed + (phase == "Failed"),
+            inconclusive=self.inconclusive + (phase == "Inconclusive"),
+            consecutive_error=0,
+            measurements=measurements,
         )
 
     @property
@@ -398,7 +387,7 @@ def record(
     dry_run: bool = False,
     retention: int = DEFAULT_MEASUREMENT_RETENTION,
 ) -> MetricResult:
-    """The MetricResult with one more measurement: counters, retained list, phase and message."""
+    """The MetricResult with one more (finished) measurement: counters, retained list, phase, message."""
     tally = Tally.of(result).add(measurement)
     verdict = assess_metric(metric, tally, dry_run=dry_run)
     return result.model_copy(

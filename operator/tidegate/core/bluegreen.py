@@ -95,7 +95,9 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             point_service(p, bg.preview_service, active_hash)
         if preview is not None and preview.replicas > 0:
             aborted_at = parse_time(st.get("abortedAt")) or obs.now
-            remaining = (aborted_at + timedelta(seconds=bg.abort_scale_down_delay_seconds) - obs.now).total_seconds()
+            remaining = (
+                aborted_at + timedelta(seconds=bg.abort_scale_down_delay_seconds) - obs.now
+            ).total_seconds()
             if remaining <= 0:
                 from tidegate.core.model import ScaleReplicaSet
 
@@ -187,8 +189,10 @@ def _pause_for_person(p: _Pass, auto: bool) -> bool:
         return False
     if st.get("controllerPause"):
         return True  # we had paused and the condition is gone: promoted
-    st["pauseConditions"] = [*(st.get("pauseConditions") or []),
-                             {"reason": "BlueGreenPause", "startTime": iso(p.obs.now)}]
+    st["pauseConditions"] = [
+        *(st.get("pauseConditions") or []),
+        {"reason": "BlueGreenPause", "startTime": iso(p.obs.now)},
+    ]
     st["controllerPause"] = True
     p.paused = True
     p.event("RolloutPaused", "blue-green preview: paused until promoted")

@@ -33,7 +33,12 @@ def phase_of(v: Verdict) -> Phase:
 
 
 def _condition(
-    ctype: str, status: bool, reason: str, message: str, previous: dict[str, dict[str, Any]], now: str,
+    ctype: str,
+    status: bool,
+    reason: str,
+    message: str,
+    previous: dict[str, dict[str, Any]],
+    now: str,
     generation: int | None,
 ) -> dict[str, Any]:
     state = "True" if status else "False"
@@ -84,10 +89,18 @@ def conditions_for(
         out.append(c("Progressing", True, "NewReplicaSetAvailable", "rollout complete"))
     else:
         out.append(c("Progressing", True, "ReplicaSetUpdated", message))
-    out.append(c("Paused", v.paused, "RolloutPaused" if v.paused else "RolloutResumed", message if v.paused else ""))
+    out.append(
+        c("Paused", v.paused, "RolloutPaused" if v.paused else "RolloutResumed", message if v.paused else "")
+    )
     out.append(c("Completed", v.complete, "RolloutCompleted" if v.complete else "RolloutNotCompleted"))
-    out.append(c("InvalidSpec", v.invalid_spec is not None, "InvalidSpec" if v.invalid_spec else "Valid",
-                 v.invalid_spec or ""))
+    out.append(
+        c(
+            "InvalidSpec",
+            v.invalid_spec is not None,
+            "InvalidSpec" if v.invalid_spec else "Valid",
+            v.invalid_spec or "",
+        )
+    )
     out.append(c("Reconciling", phase == "Progressing", phase, message if phase == "Progressing" else ""))
     out.append(c("Stalled", phase == "Degraded", phase, message if phase == "Degraded" else ""))
     return out

@@ -45,6 +45,8 @@ _SCORE_EPSILON = 1e-9
 """Rounding slack when comparing a weighted score with pass/marginal scores."""
 
 FloatArray = npt.NDArray[np.float64]
+Samples = Sequence[float] | FloatArray
+"""Values of one metric for one version: a list, or a numpy array of floats."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ def look_alpha(confidence: float, look: int, planned_looks: int) -> float:
 
 
 def judge_metric(
-    canary: Sequence[float],
-    stable: Sequence[float],
+    canary: Samples,
+    stable: Samples,
     judge: Judge,
     *,
     no_data_policy: str,
@@ -136,7 +138,7 @@ def judge_metric(
     canary_values = _finite(canary)
     stable_values = _finite(stable)
     n, m = canary_values.size, stable_values.size
-    dropped = (len(canary) - n) + (len(stable) - m)
+    dropped = (np.size(canary) - n) + (np.size(stable) - m)
     dropped_note = f"; {dropped} non-finite value{'s' if dropped != 1 else ''} dropped" if dropped else ""
 
     shortage = _shortage(n, m, alpha, two_sided=judge.direction == "Either")
@@ -166,7 +168,7 @@ def judge_metric(
         why = f"canary shows a significant {bad} within the {tolerance} tolerance"
     else:
         phase = "Successful"
-        why = f"no significant {bad} of the canary over the stable"
+        why = f"no significant {bad} in the canary compared with the stable"
     return JudgeVerdict(
         phase=phase,
         canary_n=n,
@@ -221,7 +223,7 @@ def combine(
 _PHASES: tuple[JudgePhase, ...] = ("Successful", "Inconclusive", "Failed")
 
 
-def _finite(values: Sequence[float]) -> FloatArray:
+def _finite(values: Samples) -> FloatArray:
     array = np.asarray(values, dtype=np.float64).ravel()
     return array[np.isfinite(array)]
 

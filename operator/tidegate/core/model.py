@@ -137,7 +137,9 @@ class ReplacePod:
     created_before: datetime
 
 
-Action = CreateReplicaSet | ScaleReplicaSet | MarkScaleDown | DeleteReplicaSet | SetServiceSelector | SetTraffic
+Action = (
+    CreateReplicaSet | ScaleReplicaSet | MarkScaleDown | DeleteReplicaSet | SetServiceSelector | SetTraffic
+)
 # Events and ReplacePod are actions too, listed apart so that the type above stays the
 # set of things that change traffic or capacity.
 AnyAction = Action | Event | ReplacePod

@@ -97,9 +97,7 @@ class _Pass:
 def plan(obs: ObservedState) -> Plan:
     r = obs.rollout
     old = r.status.wire()
-    status: dict[str, Any] = {
-        k: v for k, v in old.items() if k not in ("conditions",)
-    }
+    status: dict[str, Any] = {k: v for k, v in old.items() if k not in ("conditions",)}
     p = _Pass(obs=obs, status=status)
     template = r.spec.template.wire()
     current_hash = pod_template_hash(template)
@@ -156,7 +154,9 @@ def rs_by_hash(obs: ObservedState, pod_hash: str | None) -> ReplicaSetInfo | Non
     return None
 
 
-def ensure_replica_set(p: _Pass, pod_hash: str, template: dict[str, Any], replicas: int) -> ReplicaSetInfo | None:
+def ensure_replica_set(
+    p: _Pass, pod_hash: str, template: dict[str, Any], replicas: int
+) -> ReplicaSetInfo | None:
     """Create the ReplicaSet of a template, or scale it; returns it when it exists."""
     rs = rs_by_hash(p.obs, pod_hash)
     name = f"{p.obs.rollout.metadata.name}-{pod_hash}"
@@ -256,8 +256,11 @@ def _header_routes_at(steps: list[CanaryStep], index: int) -> tuple[HeaderRoute,
         match = []
         for m in hr.match:
             hv = m.header_value
-            kind, value = next((k, v) for k, v in (("exact", hv.exact), ("prefix", hv.prefix), ("regex", hv.regex))
-                               if v is not None)
+            kind, value = next(
+                (k, v)
+                for k, v in (("exact", hv.exact), ("prefix", hv.prefix), ("regex", hv.regex))
+                if v is not None
+            )
             match.append((m.header_name, kind, value))
         routes[hr.name] = HeaderRoute(hr.name, tuple(match))
     return tuple(routes.values())
@@ -265,7 +268,9 @@ def _header_routes_at(steps: list[CanaryStep], index: int) -> tuple[HeaderRoute,
 
 def _reset_for_revision(p: _Pass, current_hash: str, steps_hash: str) -> None:
     st = p.status
-    new_revision = st.get("currentStepHash") is not None and p.obs.rollout.status.current_pod_hash != current_hash
+    new_revision = (
+        st.get("currentStepHash") is not None and p.obs.rollout.status.current_pod_hash != current_hash
+    )
     if p.obs.rollout.status.current_pod_hash == current_hash and st.get("currentStepHash") == steps_hash:
         return
     if new_revision:
@@ -320,7 +325,11 @@ def _router_on(canary: CanaryStrategy) -> bool:
 
 
 def _set_traffic(
-    p: _Pass, canary: CanaryStrategy, weight: int, stable_hash: str, canary_hash: str,
+    p: _Pass,
+    canary: CanaryStrategy,
+    weight: int,
+    stable_hash: str,
+    canary_hash: str,
     header_routes: tuple[HeaderRoute, ...] = (),
 ) -> bool:
     """Ask the router for a weight; True when the read-back already shows it."""
@@ -332,9 +341,12 @@ def _set_traffic(
         router.canary_weight == weight
         and router.stable_weight == 100 - weight
         and tuple(sorted(router.header_routes)) == wanted_headers
-        and (canary.traffic_routing is None or canary.traffic_routing.istio is None
-             or canary.traffic_routing.istio.destination_rule is None
-             or (router.stable_subset_hash == stable_hash and router.canary_subset_hash == canary_hash))
+        and (
+            canary.traffic_routing is None
+            or canary.traffic_routing.istio is None
+            or canary.traffic_routing.istio.destination_rule is None
+            or (router.stable_subset_hash == stable_hash and router.canary_subset_hash == canary_hash)
+        )
     )
     if in_place:
         return True
@@ -383,14 +395,20 @@ def _other_capacity(p: _Pass, current_hash: str) -> bool:
 
 
 def _canary_aborted(
-    p: _Pass, canary: CanaryStrategy, current_hash: str, stable_hash: str, template: dict[str, Any],
+    p: _Pass,
+    canary: CanaryStrategy,
+    current_hash: str,
+    stable_hash: str,
+    template: dict[str, Any],
     replicas: int,
 ) -> None:
     obs, st = p.obs, p.status
     p.aborted = True
     if not st.get("abortedAt"):
         st["abortedAt"] = iso(obs.now)
-        p.event("RolloutAborted", f"aborted revision {current_hash}: all traffic back to stable", warning=True)
+        p.event(
+            "RolloutAborted", f"aborted revision {current_hash}: all traffic back to stable", warning=True
+        )
     st["abortedRevision"] = current_hash
     st["pauseConditions"] = []
     st["controllerPause"] = False
@@ -421,10 +439,16 @@ def _template_of(obs: ObservedState, pod_hash: str, fallback: dict[str, Any]) ->
 
 
 def _canary_step(
-    p: _Pass, canary: CanaryStrategy, steps: list[CanaryStep], index: int, current_hash: str,
-    stable_hash: str, template: dict[str, Any], replicas: int,
+    p: _Pass,
+    canary: CanaryStrategy,
+    steps: list[CanaryStep],
+    index: int,
+    current_hash: str,
+    stable_hash: str,
+    template: dict[str, Any],
+    replicas: int,
 ) -> None:
-    obs, st = p.obs, p.status
+    obs, _st = p.obs, p.status
     n = len(steps)
     step = steps[index]
     weight = _weight_at(steps, index)
@@ -439,7 +463,9 @@ def _canary_step(
             on_stable = max(100 - weight, obs.router.stable_weight)
             stable_target = max(1 if on_stable > 0 else 0, math.ceil(on_stable * replicas / 100))
     else:
-        canary_target, stable_target = _basic_canary_counts(p, canary, weight, current_hash, stable_hash, replicas)
+        canary_target, stable_target = _basic_canary_counts(
+            p, canary, weight, current_hash, stable_hash, replicas
+        )
         if scale is not None:
             canary_target = scale
 
@@ -489,7 +515,9 @@ def _advance(p: _Pass, index: int, n: int, why: str) -> None:
     st["currentStepIndex"] = index + 1
     st["stepStartedAt"] = iso(p.obs.now)
     p.message = why
-    p.event("StepCompleted", f"{why}; moving to step {index + 2}/{n}" if index + 1 < n else f"{why}; promoting")
+    p.event(
+        "StepCompleted", f"{why}; moving to step {index + 2}/{n}" if index + 1 < n else f"{why}; promoting"
+    )
     p.wake_in(0.05)
 
 
@@ -503,8 +531,10 @@ def _canary_pause(p: _Pass, step: CanaryStep, index: int, n: int) -> None:
             st["controllerPause"] = False
             _advance(p, index, n, f"step {index + 1}/{n} promoted")
             return
-        st["pauseConditions"] = [*(st.get("pauseConditions") or []),
-                                 {"reason": "CanaryPauseStep", "startTime": iso(p.obs.now)}]
+        st["pauseConditions"] = [
+            *(st.get("pauseConditions") or []),
+            {"reason": "CanaryPauseStep", "startTime": iso(p.obs.now)},
+        ]
         st["controllerPause"] = True
         conditions_now = [{"startTime": iso(p.obs.now)}]
         p.event("RolloutPaused", f"paused at step {index + 1}/{n}")
@@ -524,7 +554,9 @@ def _canary_pause(p: _Pass, step: CanaryStep, index: int, n: int) -> None:
         p.wake_in(remaining)
         return
     p.paused = False
-    st["pauseConditions"] = [c for c in st.get("pauseConditions") or [] if c.get("reason") != "CanaryPauseStep"]
+    st["pauseConditions"] = [
+        c for c in st.get("pauseConditions") or [] if c.get("reason") != "CanaryPauseStep"
+    ]
     st["controllerPause"] = False
     p.event("RolloutResumed", f"pause of step {index + 1}/{n} ended")
     _advance(p, index, n, f"step {index + 1}/{n} pause ended")
@@ -552,12 +584,18 @@ def _basic_canary_counts(
     stable_target = max(replicas - desired_canary, replicas - unavailable - canary_available, 0)
     stable_target = min(stable_target, replicas)
     canary_target = min(desired_canary, max(0, replicas + surge - stable_spec))
-    canary_target = max(canary_target, canary_rs.replicas if canary_rs and canary_rs.replicas <= desired_canary else 0)
+    canary_target = max(
+        canary_target, canary_rs.replicas if canary_rs and canary_rs.replicas <= desired_canary else 0
+    )
     return canary_target, stable_target
 
 
 def _canary_promote(
-    p: _Pass, canary: CanaryStrategy, current_hash: str, stable_hash: str, template: dict[str, Any],
+    p: _Pass,
+    canary: CanaryStrategy,
+    current_hash: str,
+    stable_hash: str,
+    template: dict[str, Any],
     replicas: int,
 ) -> None:
     """After the last step (or promote --full): canary to full scale, all traffic to it, then it is stable."""
@@ -610,9 +648,13 @@ def _finish_status(p: _Pass, old: dict[str, Any]) -> None:
             st["canary"]["managedRoutes"] = list(obs.router.managed_routes)
 
     # Progress deadline: the clock restarts whenever something moves.
+    def weight(s: dict[str, Any]) -> Any:
+        return (((s.get("canary") or {}).get("weights") or {}).get("canary") or {}).get("weight", 0)
+
     moved = any(
-        old.get(k) != st.get(k) for k in ("currentStepIndex", "availableReplicas", "updatedReplicas", "stableRS")
-    ) or (old.get("canary") or {}).get("weights") != (st.get("canary") or {}).get("weights")
+        old.get(k) != st.get(k)
+        for k in ("currentStepIndex", "availableReplicas", "updatedReplicas", "stableRS")
+    ) or weight(old) != weight(st)
     if moved or p.paused or p.complete or not st.get("progressAt"):
         st["progressAt"] = iso(obs.now)
     deadline_exceeded = False
@@ -639,7 +681,8 @@ def _finish_status(p: _Pass, old: dict[str, Any]) -> None:
         deadline_exceeded=deadline_exceeded,
         paused=p.paused,
         complete=p.complete,
-        available=(stable.available if stable else 0) >= available_min or (cur.available if cur else 0) >= available_min,
+        available=(stable.available if stable else 0) >= available_min
+        or (cur.available if cur else 0) >= available_min,
     )
     phase = conditions.phase_of(verdict)
     st["phase"] = phase
@@ -676,7 +719,9 @@ def _weights_status(p: _Pass, canary: CanaryStrategy, st: dict[str, Any]) -> dic
         "stable": {"weight": sw, "podTemplateHash": stable_hash, "serviceName": canary.stable_service},
         # Read back from the router this pass, and nothing left to change: verified. A
         # SetTraffic of this pass is verified by execute() reading the router back.
-        "verified": (not any(isinstance(a, SetTraffic) for a in p.actions)) if obs.router.kind == "istio" else None,
+        "verified": (not any(isinstance(a, SetTraffic) for a in p.actions))
+        if obs.router.kind == "istio"
+        else None,
     }
 
 

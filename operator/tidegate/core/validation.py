@@ -48,12 +48,20 @@ def spec_problems(r: Rollout) -> list[str]:
             problems.append("spec.strategy.canary.analysis: background analysis is not supported yet")
         if canary.dynamic_stable_scale and (routing is None or routing.istio is None):
             problems.append("spec.strategy.canary.dynamicStableScale: needs trafficRouting")
-        if routing is not None and routing.istio is not None and not (canary.stable_service and canary.canary_service):
+        if (
+            routing is not None
+            and routing.istio is not None
+            and not (canary.stable_service and canary.canary_service)
+        ):
             problems.append("spec.strategy.canary.trafficRouting: needs stableService and canaryService")
     bg = spec.strategy.blue_green
     if bg is not None and not ANALYSIS_SUPPORTED:
         if bg.pre_promotion_analysis is not None:
-            problems.append("spec.strategy.blueGreen.prePromotionAnalysis: not supported yet by this operator")
+            problems.append(
+                "spec.strategy.blueGreen.prePromotionAnalysis: not supported yet by this operator"
+            )
         if bg.post_promotion_analysis is not None:
-            problems.append("spec.strategy.blueGreen.postPromotionAnalysis: not supported yet by this operator")
+            problems.append(
+                "spec.strategy.blueGreen.postPromotionAnalysis: not supported yet by this operator"
+            )
     return problems

@@ -10,8 +10,9 @@ Rollout makes no API requests beyond the watches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -50,27 +51,30 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "rollouts")
-async def rollout_event(name: str | None, namespace: str | None, **_: Any) -> None:
-    _wake(namespace, name)
+async def rollout_event(**kwargs: Any) -> None:
+    _wake(kwargs["namespace"], kwargs["name"])
 
 
 @kopf.on.event("apps", "v1", "replicasets", labels={ROLLOUT_LABEL: kopf.PRESENT})
-async def replicaset_event(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
-    _wake(namespace, labels.get(ROLLOUT_LABEL))
+async def replicaset_event(**kwargs: Any) -> None:
+    _wake(kwargs["namespace"], kwargs["labels"].get(ROLLOUT_LABEL))
 
 
 @kopf.on.event(GROUP, VERSION, "analysisruns", labels={ROLLOUT_LABEL: kopf.PRESENT})
-async def analysisrun_event(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
-    _wake(namespace, labels.get(ROLLOUT_LABEL))
+async def analysisrun_event(**kwargs: Any) -> None:
+    _wake(kwargs["namespace"], kwargs["labels"].get(ROLLOUT_LABEL))
 
 
 async def _emit(body: dict[str, Any], event: Event) -> None:
-    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
 
 @kopf.daemon(GROUP, VERSION, "rollouts", cancellation_timeout=2.0)
-async def rollout_loop(name: str, namespace: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def rollout_loop(**kwargs: Any) -> None:
     assert _clients is not None
+    name: str = kwargs["name"]
+    namespace: str = kwargs["namespace"]
+    stopped: kopf.DaemonStopped = kwargs["stopped"]
     key = (namespace, name)
     waker = _wakers.setdefault(key, asyncio.Event())
     waker.set()
@@ -78,17 +82,20 @@ async def rollout_loop(name: str, namespace: str, stopped: kopf.DaemonStopped, *
     delay: float | None = None
     try:
         while not stopped:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waker.wait(), timeout=delay)
-            except TimeoutError:
-                pass
             waker.clear()
             try:
                 delay = await reconcile(_clients, namespace, name, _emit)
                 backoff = 1.0
-            except Exception as exc:  # noqa: BLE001 - the operator never dies of one object
-                log.warning("reconcile of %s/%s failed: %s", namespace, name, exc,
-                            extra={"namespace": namespace, "rollout": name})
+            except Exception as exc:
+                log.warning(
+                    "reconcile of %s/%s failed: %s",
+                    namespace,
+                    name,
+                    exc,
+                    extra={"namespace": namespace, "rollout": name},
+                )
                 delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
     finally:
         if _wakers.get(key) is waker:
@@ -96,7 +103,7 @@ async def rollout_loop(name: str, namespace: str, stopped: kopf.DaemonStopped, *
 
 
 @kopf.on.delete(GROUP, VERSION, "rollouts")
-async def rollout_deleted(name: str, namespace: str, **_: Any) -> None:
+async def rollout_deleted(**kwargs: Any) -> None:
     """Deletion never strands traffic: back to stable before the finalizer goes."""
     assert _clients is not None
-    await release_traffic(_clients, namespace, name)
+    await release_traffic(_clients, kwargs["namespace"], kwargs["name"])

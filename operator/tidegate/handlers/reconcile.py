@@ -35,12 +35,27 @@ def _invalid_status(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]
         "observedGeneration": (raw.get("metadata") or {}).get("generation"),
         "conditions": [
             *kept,
-            {"type": "InvalidSpec", "status": "True", "reason": "InvalidSpec", "message": message,
-             "lastTransitionTime": now},
-            {"type": "Ready", "status": "False", "reason": "Degraded", "message": message,
-             "lastTransitionTime": now},
-            {"type": "Stalled", "status": "True", "reason": "InvalidSpec", "message": message,
-             "lastTransitionTime": now},
+            {
+                "type": "InvalidSpec",
+                "status": "True",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "Degraded",
+                "message": message,
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": now,
+            },
         ],
     }
 
@@ -55,8 +70,15 @@ async def reconcile(clients: Clients, namespace: str, name: str, emit: EventSink
     except ValidationError as exc:
         status = _invalid_status(raw, exc)
         if (raw.get("status") or {}).get("message") != status["message"]:
-            await call(clients.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                       "rollouts", name, {"status": status})
+            await call(
+                clients.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                "rollouts",
+                name,
+                {"status": status},
+            )
             await emit(raw, Event("InvalidSpec", status["message"], "Warning"))
         return None
     router = router_for(rollout, clients)

@@ -30,15 +30,22 @@ class Clients:
     @classmethod
     def load(cls, kubeconfig: str | None = None, context: str | None = None) -> Clients:
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
             cfg = client.Configuration.get_default_copy()
         except config.ConfigException:
             cfg = client.Configuration()
-            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=cfg
+            )
         cfg.connection_pool_maxsize = 16
         api = client.ApiClient(cfg)
         api.user_agent = USER_AGENT
-        return cls(api=api, core=client.CoreV1Api(api), apps=client.AppsV1Api(api), custom=client.CustomObjectsApi(api))
+        return cls(
+            api=api,
+            core=client.CoreV1Api(api),
+            apps=client.AppsV1Api(api),
+            custom=client.CustomObjectsApi(api),
+        )
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -47,21 +47,28 @@ def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, An
             "namespace": rollout.metadata.namespace,
             "labels": {**labels, ROLLOUT_LABEL: rollout.metadata.name or ""},
             "annotations": {REVISION_ANNOTATION: str(action.revision)},
-            "ownerReferences": [{
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Rollout",
-                "name": rollout.metadata.name,
-                "uid": rollout.metadata.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Rollout",
+                    "name": rollout.metadata.name,
+                    "uid": rollout.metadata.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
             "replicas": action.replicas,
             "minReadySeconds": rollout.spec.min_ready_seconds,
-            "selector": {"matchLabels": selector,
-                         **({"matchExpressions": [e.wire() for e in rollout.spec.selector.match_expressions]}
-                            if rollout.spec.selector.match_expressions else {})},
+            "selector": {
+                "matchLabels": selector,
+                **(
+                    {"matchExpressions": [e.wire() for e in rollout.spec.selector.match_expressions]}
+                    if rollout.spec.selector.match_expressions
+                    else {}
+                ),
+            },
             "template": template,
         },
     }
@@ -97,24 +104,42 @@ async def execute(
     for action in plan.actions:
         if isinstance(action, CreateReplicaSet):
             try:
-                await call(clients.apps.create_namespaced_replica_set, namespace,
-                           replica_set_body(rollout, action), field_manager=FIELD_MANAGER)
+                await call(
+                    clients.apps.create_namespaced_replica_set,
+                    namespace,
+                    replica_set_body(rollout, action),
+                    field_manager=FIELD_MANAGER,
+                )
             except ApiException as exc:
                 if exc.status != 409:
                     raise
         elif isinstance(action, ScaleReplicaSet):
-            await call(clients.apps.patch_namespaced_replica_set, action.name, namespace,
-                       {"spec": {"replicas": action.replicas}}, field_manager=FIELD_MANAGER)
+            await call(
+                clients.apps.patch_namespaced_replica_set,
+                action.name,
+                namespace,
+                {"spec": {"replicas": action.replicas}},
+                field_manager=FIELD_MANAGER,
+            )
         elif isinstance(action, MarkScaleDown):
             value = iso(action.at) if action.at is not None else None
-            await call(clients.apps.patch_namespaced_replica_set, action.name, namespace,
-                       {"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: value}}},
-                       field_manager=FIELD_MANAGER)
+            await call(
+                clients.apps.patch_namespaced_replica_set,
+                action.name,
+                namespace,
+                {"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: value}}},
+                field_manager=FIELD_MANAGER,
+            )
         elif isinstance(action, DeleteReplicaSet):
             await call(clients.apps.delete_namespaced_replica_set, action.name, namespace)
         elif isinstance(action, SetServiceSelector):
-            await call(clients.core.patch_namespaced_service, action.service, namespace,
-                       {"spec": {"selector": {HASH_LABEL: action.pod_hash}}}, field_manager=FIELD_MANAGER)
+            await call(
+                clients.core.patch_namespaced_service,
+                action.service,
+                namespace,
+                {"spec": {"selector": {HASH_LABEL: action.pod_hash}}},
+                field_manager=FIELD_MANAGER,
+            )
         elif isinstance(action, SetTraffic):
             state = await router.apply(action)
             _record_weights(status, state, action)
@@ -125,8 +150,14 @@ async def execute(
     patch = status_diff(raw_status, status)
     if patch:
         await call(
-            clients.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, "rollouts",
-            rollout.metadata.name, {"status": patch}, field_manager=FIELD_MANAGER,
+            clients.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "rollouts",
+            rollout.metadata.name,
+            {"status": patch},
+            field_manager=FIELD_MANAGER,
         )
     return patch
 
@@ -137,5 +168,7 @@ def _record_weights(status: dict[str, Any], state: RouterState, action: SetTraff
     weights.setdefault("canary", {})["weight"] = state.canary_weight
     weights.setdefault("stable", {})["weight"] = state.stable_weight
     weights["verified"] = bool(
-        state.ok and state.canary_weight == action.canary_weight and state.stable_weight == 100 - action.canary_weight
+        state.ok
+        and state.canary_weight == action.canary_weight
+        and state.stable_weight == 100 - action.canary_weight
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from tidegate.api.rollout import Rollout
 from tidegate.core.hashing import HASH_LABEL, pod_template_hash
@@ -65,26 +65,31 @@ def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
 
 async def get_rollout(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        obj: dict[str, Any] = await call(
+        obj = await call(
             clients.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "rollouts", name
         )
-        return obj
+        return cast(dict[str, Any], obj)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
 
 
-async def list_replica_sets(clients: Clients, namespace: str, name: str, uid: str | None) -> list[dict[str, Any]]:
-    result = await call(
-        clients.apps.list_namespaced_replica_set, namespace, label_selector=f"{ROLLOUT_LABEL}={name}",
+async def list_replica_sets(
+    clients: Clients, namespace: str, name: str, uid: str | None
+) -> list[dict[str, Any]]:
+    result: Any = await call(
+        clients.apps.list_namespaced_replica_set,
+        namespace,
+        label_selector=f"{ROLLOUT_LABEL}={name}",
         _preload_content=False,
     )
     import json
 
     items: list[dict[str, Any]] = json.loads(result.data).get("items") or []
     return [
-        rs for rs in items
+        rs
+        for rs in items
         if uid is None or any(o.get("uid") == uid for o in (rs["metadata"].get("ownerReferences") or []))
     ]
 
@@ -101,7 +106,7 @@ def service_names(rollout: Rollout) -> list[str]:
 
 async def read_service(clients: Clients, namespace: str, name: str) -> ServiceInfo:
     try:
-        svc = await call(clients.core.read_namespaced_service, name, namespace, _preload_content=False)
+        svc: Any = await call(clients.core.read_namespaced_service, name, namespace, _preload_content=False)
     except ApiException as exc:
         if exc.status == 404:
             return ServiceInfo(name=name, exists=False)
@@ -117,7 +122,9 @@ async def observe(
 ) -> ObservedState:
     namespace = rollout.metadata.namespace or "default"
     name = rollout.metadata.name or ""
-    sets = [replica_set_info(rs) for rs in await list_replica_sets(clients, namespace, name, rollout.metadata.uid)]
+    sets = [
+        replica_set_info(rs) for rs in await list_replica_sets(clients, namespace, name, rollout.metadata.uid)
+    ]
     services = {n: await read_service(clients, namespace, n) for n in service_names(rollout)}
     stable_hash = rollout.status.stable_rs
     current_hash = pod_template_hash(rollout.spec.template.wire())

@@ -127,8 +127,6 @@ def describe_http_error(error: Exception, timeout: float) -> str:
         return f"timed out after {format_number(timeout)}s ({type(error).__name__})"
     if isinstance(error, httpx.ConnectError):
         return f"cannot connect: {error}"
-    if isinstance(error, httpx.HTTPError):
-        return f"{type(error).__name__}: {error}"
     return f"{type(error).__name__}: {error}"
 
 

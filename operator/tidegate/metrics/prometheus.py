@@ -122,11 +122,13 @@ class PrometheusMetricProvider:
             rendered = render_query(query if query is not None else spec.query, args or {}, escape="promql")
             credentials = await read_credentials(spec.authentication, secrets)
             series = await self._matrix(spec, rendered, credentials, end=end)
-        except (ArgumentError, DurationError) as error:
-            raise MeasurementError(str(error)) from None
-        except MeasurementError as error:
-            raise MeasurementError(credentials.scrub(str(error))) from None
-        return [value for _, values in series for value in values if not math.isnan(value)]
+        except (ArgumentError, DurationError, MeasurementError) as error:
+            failure = credentials.scrub(str(error))
+        else:
+            return [value for _, values in series for value in values if not math.isnan(value)]
+        # Raised outside the handler, so that no exception chain leads back to the request
+        # (and its Authorization header).
+        raise MeasurementError(failure)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -157,22 +159,25 @@ class PrometheusMetricProvider:
         url = spec.address.rstrip("/") + path
         query_params = {**params, "timeout": format(timeout, "g")}
         log.debug("prometheus %s%s", where, path)
+        failure: str | None = None
         try:
             async with httpx.AsyncClient(
                 transport=self._transport, timeout=timeout + _CLIENT_GRACE
             ) as client:
                 response = await client.get(url, params=query_params, headers=credentials.headers)
         except httpx.HTTPError as error:
-            raise MeasurementError(f"prometheus {where}: {describe_http_error(error, timeout)}") from None
+            failure = f"prometheus {where}: {describe_http_error(error, timeout)}"
+        if failure is not None:  # raised outside the handler: no chain back to the request's headers
+            raise MeasurementError(failure)
         try:
             body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict) or "status" not in body:
             raise MeasurementError(
                 f"prometheus {where}: HTTP {response.status_code}, not a Prometheus API answer: "
                 f"{shorten(response.text, 120)}"
-            ) from None
-        if not isinstance(body, dict):
-            raise MeasurementError(f"prometheus {where}: HTTP {response.status_code}, unexpected answer")
+            )
         if body.get("status") != "success":
             kind = body.get("errorType") or f"HTTP {response.status_code}"
             raise MeasurementError(f"prometheus {where}: {kind}: {body.get('error') or 'query failed'}")

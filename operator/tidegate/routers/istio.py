@@ -12,7 +12,7 @@ GitOps tool can ignore exactly those fields and a concurrent edit is never lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tidegate.api.rollout import Rollout
 from tidegate.core.hashing import HASH_LABEL
@@ -58,9 +58,10 @@ class IstioRouter:
     async def _get(self, plural: str, name: str, namespace: str) -> _Found | None:
         for version in VERSIONS:
             try:
-                obj = await call(self.clients.custom.get_namespaced_custom_object, GROUP, version, namespace,
-                                 plural, name)
-                return _Found(version, obj)
+                obj = await call(
+                    self.clients.custom.get_namespaced_custom_object, GROUP, version, namespace, plural, name
+                )
+                return _Found(version, cast(dict[str, Any], obj))
             except ApiException as exc:
                 if exc.status == 404 and '"NotFound"' in str(exc.body or ""):
                     return None  # the kind is served, the object is missing
@@ -86,25 +87,32 @@ class IstioRouter:
             by_name = {r.get("name"): i for i, r in enumerate(http)}
             missing = [n for n in self.route_names if n not in by_name]
             if missing:
-                return [], (f"VirtualService {self.vs_name} has no HTTP route named "
-                            f"{', '.join(missing)} (trafficRouting.istio.virtualService.routes)")
+                return [], (
+                    f"VirtualService {self.vs_name} has no HTTP route named "
+                    f"{', '.join(missing)} (trafficRouting.istio.virtualService.routes)"
+                )
             indexes = [by_name[n] for n in self.route_names]
         else:
             indexes = [
-                i for i, r in enumerate(http)
+                i
+                for i, r in enumerate(http)
                 if r.get("name") not in self.managed_route_names
                 and len(r.get("route") or []) == 2
                 and any(self._is_stable(d) for d in r["route"])
                 and any(self._is_canary(d) for d in r["route"])
             ]
             if not indexes:
-                return [], (f"VirtualService {self.vs_name} has no HTTP route whose destinations are exactly "
-                            f"the stable and the canary ({self._describe()})")
+                return [], (
+                    f"VirtualService {self.vs_name} has no HTTP route whose destinations are exactly "
+                    f"the stable and the canary ({self._describe()})"
+                )
         for i in indexes:
             dests = http[i].get("route") or []
             if not (any(self._is_stable(d) for d in dests) and any(self._is_canary(d) for d in dests)):
-                return [], (f"HTTP route {http[i].get('name', i)} of VirtualService {self.vs_name} does not "
-                            f"route to both the stable and the canary ({self._describe()})")
+                return [], (
+                    f"HTTP route {http[i].get('name', i)} of VirtualService {self.vs_name} does not "
+                    f"route to both the stable and the canary ({self._describe()})"
+                )
         return indexes, None
 
     def _describe(self) -> str:
@@ -124,12 +132,17 @@ class IstioRouter:
         if self.dr is not None:
             dr = await self._get("destinationrules", self.dr.name, self.namespace)
             if dr is None:
-                return RouterState(kind="istio", ok=False, problem=f"DestinationRule {self.dr.name} not found")
+                return RouterState(
+                    kind="istio", ok=False, problem=f"DestinationRule {self.dr.name} not found"
+                )
             subsets = {s.get("name"): s for s in (dr.obj.get("spec") or {}).get("subsets") or []}
             for wanted in (self.dr.stable_subset_name, self.dr.canary_subset_name):
                 if wanted not in subsets:
-                    return RouterState(kind="istio", ok=False,
-                                       problem=f"DestinationRule {self.dr.name} has no subset {wanted}")
+                    return RouterState(
+                        kind="istio",
+                        ok=False,
+                        problem=f"DestinationRule {self.dr.name} has no subset {wanted}",
+                    )
             stable_subset_hash = (subsets[self.dr.stable_subset_name].get("labels") or {}).get(HASH_LABEL)
             canary_subset_hash = (subsets[self.dr.canary_subset_name].get("labels") or {}).get(HASH_LABEL)
         first = http[indexes[0]]["route"]
@@ -165,7 +178,11 @@ class IstioRouter:
             return RouterState(kind="istio", ok=False, problem=f"VirtualService {self.vs_name} not found")
         http: list[dict[str, Any]] = (vs.obj.get("spec") or {}).get("http") or []
         ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": vs.obj["metadata"]["resourceVersion"]}
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": vs.obj["metadata"]["resourceVersion"],
+            }
         ]
         # 1. Remove managed header routes that are present (from the end, so indexes hold).
         present = [i for i, r in enumerate(http) if r.get("name") in self.managed_route_names]
@@ -180,20 +197,36 @@ class IstioRouter:
         for i in indexes:
             for j, dest in enumerate(remaining[i].get("route") or []):
                 if self._is_canary(dest):
-                    ops.append({"op": "add", "path": f"/spec/http/{i}/route/{j}/weight",
-                                "value": action.canary_weight})
+                    ops.append(
+                        {
+                            "op": "add",
+                            "path": f"/spec/http/{i}/route/{j}/weight",
+                            "value": action.canary_weight,
+                        }
+                    )
                     canary_dest = dict(dest.get("destination") or {})
                 elif self._is_stable(dest):
-                    ops.append({"op": "add", "path": f"/spec/http/{i}/route/{j}/weight",
-                                "value": 100 - action.canary_weight})
+                    ops.append(
+                        {
+                            "op": "add",
+                            "path": f"/spec/http/{i}/route/{j}/weight",
+                            "value": 100 - action.canary_weight,
+                        }
+                    )
         # 3. Desired header routes, ahead of the user's routes, in managedRoutes order.
         order = {n: k for k, n in enumerate(self.managed_route_names)}
         wanted = sorted(action.header_routes, key=lambda h: order.get(h.name, 0))
         for k, hr in enumerate(wanted):
             ops.append({"op": "add", "path": f"/spec/http/{k}", "value": self._header_route(hr, canary_dest)})
         await call(
-            self.clients.custom.patch_namespaced_custom_object, GROUP, vs.version, self.vs_namespace,
-            "virtualservices", self.vs_name, ops, field_manager=FIELD_MANAGER,
+            self.clients.custom.patch_namespaced_custom_object,
+            GROUP,
+            vs.version,
+            self.vs_namespace,
+            "virtualservices",
+            self.vs_name,
+            ops,
+            field_manager=FIELD_MANAGER,
         )
         return await self.read(action.stable_hash, action.canary_hash)
 
@@ -204,11 +237,16 @@ class IstioRouter:
             return
         subsets = (dr.obj.get("spec") or {}).get("subsets") or []
         ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": dr.obj["metadata"]["resourceVersion"]}
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": dr.obj["metadata"]["resourceVersion"],
+            }
         ]
         for i, s in enumerate(subsets):
             want = {self.dr.stable_subset_name: stable_hash, self.dr.canary_subset_name: canary_hash}.get(
-                s.get("name"))
+                s.get("name")
+            )
             if want is None:
                 continue
             # The hash alone selects the version's pods; other labels (e.g. `version`)
@@ -217,8 +255,14 @@ class IstioRouter:
                 ops.append({"op": "add", "path": f"/spec/subsets/{i}/labels", "value": {HASH_LABEL: want}})
         if len(ops) > 1:
             await call(
-                self.clients.custom.patch_namespaced_custom_object, GROUP, dr.version, self.namespace,
-                "destinationrules", self.dr.name, ops, field_manager=FIELD_MANAGER,
+                self.clients.custom.patch_namespaced_custom_object,
+                GROUP,
+                dr.version,
+                self.namespace,
+                "destinationrules",
+                self.dr.name,
+                ops,
+                field_manager=FIELD_MANAGER,
             )
 
     async def release(self, stable_hash: str) -> None:

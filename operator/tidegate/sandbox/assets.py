@@ -16,7 +16,7 @@ K8S_VERSION = "1.35.4"
 ETCD_VERSION = "3.6.16"
 KWOK_VERSION = "0.8.0"
 HELM_VERSION = "3.22.0"
-KUSTOMIZE_VERSION = "5.8.3"
+KUSTOMIZE_VERSION = "5.8.2"
 ISTIO_API_VERSION = "1.31.4"
 
 _DIRS = {
@@ -74,7 +74,9 @@ def istio_crds() -> Path:
 
 
 def prometheus() -> Path:
-    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
     if not found:
         raise MissingAsset("prometheus not found; `make testenv` installs Debian's prometheus package")
     return Path(found)

@@ -48,7 +48,11 @@ def _cert(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
         )
     else:
-        usage = [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client else [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+        usage = (
+            [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+            if client
+            else [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+        )
         builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -97,5 +101,7 @@ def write_pki(directory: Path) -> None:
     write("sa.key", _pem_key(sa_key))
     write(
         "sa.pub",
-        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
     )

@@ -7,6 +7,7 @@ etcd data, logs, pids); `down` stops every process it started and removes it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -49,7 +50,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             pass
         time.sleep(interval)
     raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -118,7 +119,7 @@ class Sandbox:
             return False
         try:
             return self._get("/readyz") == "ok"
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     def _ssl(self) -> ssl.SSLContext:
@@ -148,7 +149,14 @@ class Sandbox:
         self.logs.mkdir(exist_ok=True)
         bins = {
             name: str(assets.binary(name))
-            for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+            for name in (
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+                "kubectl",
+            )
         }
         write_pki(self.pki)
         ports = {
@@ -168,61 +176,119 @@ class Sandbox:
             "rules:\n- level: Metadata\n"
         )
         pki = self.pki
-        self._spawn(state, "etcd", [
-            bins["etcd"], "--name", "sandbox", "--data-dir", str(self.directory / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{ports['etcd']}",
-            "--advertise-client-urls", f"http://127.0.0.1:{ports['etcd']}",
-            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-cluster", f"sandbox=http://127.0.0.1:{ports['etcd_peer']}",
-            "--unsafe-no-fsync", "--log-level", "warn", "--quota-backend-bytes", str(4 * 1024**3),
-        ])
-        wait_for(
-            lambda: b"true" in urllib.request.urlopen(f"http://127.0.0.1:{ports['etcd']}/health", timeout=1).read(),
-            30, "etcd",
+        self._spawn(
+            state,
+            "etcd",
+            [
+                bins["etcd"],
+                "--name",
+                "sandbox",
+                "--data-dir",
+                str(self.directory / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{ports['etcd_peer']}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{ports['etcd_peer']}",
+                "--initial-cluster",
+                f"sandbox=http://127.0.0.1:{ports['etcd_peer']}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ],
         )
-        self._spawn(state, "kube-apiserver", [
-            bins["kube-apiserver"],
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=RBAC", "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
-            f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.logs / 'audit.log'}",
-            "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
-            "--profiling=false", "--v=0",
-        ])
+        wait_for(
+            lambda: (
+                b"true"
+                in urllib.request.urlopen(f"http://127.0.0.1:{ports['etcd']}/health", timeout=1).read()
+            ),
+            30,
+            "etcd",
+        )
+        self._spawn(
+            state,
+            "kube-apiserver",
+            [
+                bins["kube-apiserver"],
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.logs / 'audit.log'}",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
         wait_for(lambda: self._get("/readyz") == "ok", 120, "kube-apiserver /readyz")
         api_ready = time.monotonic() - start
-        self._spawn(state, "kube-controller-manager", [
-            bins["kube-controller-manager"], f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['controller_manager']}",
-            "--leader-elect=false", f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
-            "--concurrent-replicaset-syncs=10", "--kube-api-qps=100", "--kube-api-burst=200",
-        ])
-        self._spawn(state, "kube-scheduler", [
-            bins["kube-scheduler"], f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}", "--leader-elect=false",
-            "--kube-api-qps=100", "--kube-api-burst=200",
-        ])
-        self._spawn(state, "kwok", [
-            bins["kwok"], f"--kubeconfig={self.kubeconfig}", f"--config={assets.kwok_stages()}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
-        ])
+        self._spawn(
+            state,
+            "kube-controller-manager",
+            [
+                bins["kube-controller-manager"],
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['controller_manager']}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+                "--concurrent-replicaset-syncs=10",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+            ],
+        )
+        self._spawn(
+            state,
+            "kube-scheduler",
+            [
+                bins["kube-scheduler"],
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                "--leader-elect=false",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+            ],
+        )
+        self._spawn(
+            state,
+            "kwok",
+            [
+                bins["kwok"],
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={assets.kwok_stages()}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=127.0.0.1",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+            ],
+        )
         self._bootstrap(log)
         log(f"sandbox: API ready in {api_ready:.1f}s, everything up in {time.monotonic() - start:.1f}s")
         state = self.state()
@@ -248,21 +314,48 @@ class Sandbox:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "tidegate-sandbox", "cluster": {
-                "server": f"https://127.0.0.1:{port}", "certificate-authority-data": b64("ca.crt")}}],
-            "users": [{"name": "tidegate-admin", "user": {
-                "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
-            "contexts": [{"name": "tidegate-sandbox", "context": {
-                "cluster": "tidegate-sandbox", "user": "tidegate-admin", "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": "tidegate-sandbox",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority-data": b64("ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "tidegate-admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "tidegate-sandbox",
+                    "context": {
+                        "cluster": "tidegate-sandbox",
+                        "user": "tidegate-admin",
+                        "namespace": "default",
+                    },
+                }
+            ],
             "current-context": "tidegate-sandbox",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(assets.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, text=True, capture_output=True, check=False,
+            input=input,
+            text=True,
+            capture_output=True,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise SandboxError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()[:2000]}")
@@ -270,28 +363,56 @@ class Sandbox:
 
     def _bootstrap(self, log: Callable[[str], None]) -> None:
         """Nodes for kwok, the Istio CRDs and Tidegate's CRDs."""
-        wait_for(lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
-                 60, "the default ServiceAccount (controller-manager)")
+        wait_for(
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+            60,
+            "the default ServiceAccount (controller-manager)",
+        )
         nodes = []
         for i in range(NODE_COUNT):
-            nodes.append({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {
-                    "name": f"kwok-node-{i}",
-                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {"type": "kwok", "kubernetes.io/hostname": f"kwok-node-{i}",
-                               "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
-                },
-                "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-                           "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}},
-            })
+            nodes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": f"kwok-node-{i}",
+                        "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                        "labels": {
+                            "type": "kwok",
+                            "kubernetes.io/hostname": f"kwok-node-{i}",
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                        },
+                    },
+                    "status": {
+                        "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                    },
+                }
+            )
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
         self.kubectl("apply", "--server-side", "-f", str(assets.istio_crds()))
         self.apply_crds()
-        wait_for(lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=5s",
-                                      check=False).returncode == 0, 60, "kwok nodes Ready")
-        wait_for(lambda: self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=5s",
-                                      check=False).returncode == 0, 60, "CRDs established")
+        wait_for(
+            lambda: (
+                self.kubectl(
+                    "wait", "--for=condition=Ready", "node", "--all", "--timeout=5s", check=False
+                ).returncode
+                == 0
+            ),
+            60,
+            "kwok nodes Ready",
+        )
+        wait_for(
+            lambda: (
+                self.kubectl(
+                    "wait", "--for=condition=Established", "crd", "--all", "--timeout=5s", check=False
+                ).returncode
+                == 0
+            ),
+            60,
+            "CRDs established",
+        )
 
     def apply_crds(self) -> None:
         from tidegate.api.crdgen import crds, render
@@ -323,16 +444,12 @@ class Sandbox:
             while _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _pid_alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         # Reap children of ours, if we started them in this process.
         for pid in pids.values():
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         if self.directory.exists():
             import shutil
 

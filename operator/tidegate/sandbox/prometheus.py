@@ -52,18 +52,29 @@ def start_prometheus(sandbox: Sandbox, log: Callable[[str], None]) -> None:
         write_targets(sandbox, [])
     logf = open(sandbox.logs / "prometheus.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [str(binary), f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2h",
-         "--web.enable-lifecycle"],
-        stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(binary),
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=2h",
+            "--web.enable-lifecycle",
+        ],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     logf.close()
     state = sandbox.state()
     state.setdefault("pids", {})["prometheus"] = proc.pid
     state["ports"]["prometheus"] = port
     sandbox._save(state)
-    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1).status == 200,
-             60, "Prometheus ready")
+    wait_for(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1).status == 200,
+        60,
+        "Prometheus ready",
+    )
     log(f"sandbox: Prometheus on http://127.0.0.1:{port}")
 
 

@@ -1,0 +1,58 @@
+"""Session fixtures: one sandbox and one operator for every test that needs a cluster."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube import Kube, OperatorProcess, new_namespace, start_sandbox
+from tidegate.sandbox import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    directory = Path(tempfile.mkdtemp(prefix="tidegate-test-sandbox-"))
+    os.rmdir(directory)
+    sb = start_sandbox(directory)
+    try:
+        yield sb
+    finally:
+        logs = Path(tempfile.gettempdir()) / "tidegate-test-logs"
+        logs.mkdir(exist_ok=True)
+        if sb.logs.exists():
+            for f in sb.logs.glob("*.log"):
+                if f.name != "audit.log":
+                    (logs / f.name).write_bytes(f.read_bytes()[-2_000_000:])
+        sb.down(log=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def operator(sandbox: Sandbox) -> Iterator[OperatorProcess]:
+    log = Path(tempfile.gettempdir()) / "tidegate-test-logs"
+    log.mkdir(exist_ok=True)
+    op = OperatorProcess(sandbox.kubeconfig, log / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture
+def kube(sandbox: Sandbox, operator: OperatorProcess) -> Iterator[Kube]:
+    """A fresh namespace on the sandbox, with the operator running."""
+    ns = new_namespace(sandbox)
+    yield Kube(sandbox, ns)
+    sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def bare_kube(sandbox: Sandbox) -> Iterator[Kube]:
+    """A fresh namespace on the sandbox, no operator needed."""
+    ns = new_namespace(sandbox)
+    yield Kube(sandbox, ns)
+    sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
