@@ -12,6 +12,20 @@ import pytest
 from tests.kube import Kube, OperatorProcess, new_namespace, start_sandbox
 from tidegate.sandbox import Sandbox
 
+_LOGS: list[Path] = []
+
+
+def _log_dir() -> Path:
+    """One folder of logs per test session (kept after the run, for a failure's post-mortem)."""
+    if not _LOGS:
+        _LOGS.append(Path(tempfile.mkdtemp(prefix="tidegate-test-logs-")))
+    return _LOGS[0]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _LOGS:
+        terminalreporter.write_line(f"logs of the sandbox and the operator: {_LOGS[0]}")
+
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
@@ -21,8 +35,7 @@ def sandbox() -> Iterator[Sandbox]:
     try:
         yield sb
     finally:
-        logs = Path(tempfile.gettempdir()) / "tidegate-test-logs"
-        logs.mkdir(exist_ok=True)
+        logs = _log_dir()
         if sb.logs.exists():
             for f in sb.logs.glob("*.log"):
                 if f.name != "audit.log":
@@ -32,9 +45,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="session")
 def operator(sandbox: Sandbox) -> Iterator[OperatorProcess]:
-    log = Path(tempfile.gettempdir()) / "tidegate-test-logs"
-    log.mkdir(exist_ok=True)
-    op = OperatorProcess(sandbox.kubeconfig, log / "operator.log")
+    op = OperatorProcess(sandbox.kubeconfig, _log_dir() / "operator.log")
     op.start()
     try:
         yield op

@@ -40,29 +40,58 @@ def canary_rollout(
             "trafficRouting": {"istio": {"virtualService": {"name": "web"}}},
         }
     strategy |= canary
-    return Rollout.model_validate({
-        "metadata": {"name": "web", "namespace": "ns", "generation": 2, "uid": "u1"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template(image),
-                 "strategy": {"canary": strategy}},
-        "status": status or {},
-    })
+    return Rollout.model_validate(
+        {
+            "metadata": {"name": "web", "namespace": "ns", "generation": 2, "uid": "u1"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": template(image),
+                "strategy": {"canary": strategy},
+            },
+            "status": status or {},
+        }
+    )
 
 
-def bg_rollout(image: str = "web:2", replicas: int = 3, status: dict[str, Any] | None = None, **bg: Any) -> Rollout:
-    return Rollout.model_validate({
-        "metadata": {"name": "web", "namespace": "ns", "generation": 2, "uid": "u1"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template(image),
-                 "strategy": {"blueGreen": {"activeService": "web-active", "previewService": "web-preview", **bg}}},
-        "status": status or {},
-    })
+def bg_rollout(
+    image: str = "web:2", replicas: int = 3, status: dict[str, Any] | None = None, **bg: Any
+) -> Rollout:
+    return Rollout.model_validate(
+        {
+            "metadata": {"name": "web", "namespace": "ns", "generation": 2, "uid": "u1"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": template(image),
+                "strategy": {
+                    "blueGreen": {"activeService": "web-active", "previewService": "web-preview", **bg}
+                },
+            },
+            "status": status or {},
+        }
+    )
 
 
-def rs(image: str, replicas: int, available: int | None = None, revision: int = 1,
-       scale_down_at: datetime | None = None) -> ReplicaSetInfo:
+def rs(
+    image: str,
+    replicas: int,
+    available: int | None = None,
+    revision: int = 1,
+    scale_down_at: datetime | None = None,
+) -> ReplicaSetInfo:
     av = replicas if available is None else available
-    return ReplicaSetInfo(name=f"web-{h(image)}", pod_hash=h(image), revision=revision, replicas=replicas,
-                          status_replicas=replicas, ready=av, available=av, template=template(image),
-                          scale_down_at=scale_down_at)
+    return ReplicaSetInfo(
+        name=f"web-{h(image)}",
+        pod_hash=h(image),
+        revision=revision,
+        replicas=replicas,
+        status_replicas=replicas,
+        ready=av,
+        available=av,
+        template=template(image),
+        scale_down_at=scale_down_at,
+    )
 
 
 def observed(
@@ -74,8 +103,9 @@ def observed(
 ) -> ObservedState:
     svcs = {}
     for name, pod_hash in (services or {}).items():
-        svcs[name] = ServiceInfo(name, True, {"app": "web", **({"rollouts-pod-template-hash": pod_hash}
-                                                               if pod_hash else {})})
+        svcs[name] = ServiceInfo(
+            name, True, {"app": "web", **({"rollouts-pod-template-hash": pod_hash} if pod_hash else {})}
+        )
     return ObservedState(
         rollout=rollout,
         replica_sets=tuple(sets),
@@ -86,15 +116,18 @@ def observed(
 
 
 def istio(canary: int = 0, headers: tuple[str, ...] = ()) -> RouterState:
-    return RouterState(kind="istio", canary_weight=canary, stable_weight=100 - canary, managed_routes=("primary",),
-                       header_routes=headers)
+    return RouterState(
+        kind="istio",
+        canary_weight=canary,
+        stable_weight=100 - canary,
+        managed_routes=("primary",),
+        header_routes=headers,
+    )
 
 
 def status_mid_canary(index: int = 0, **extra: Any) -> dict[str, Any]:
-    from tidegate.core.hashing import canonical, short_hash
 
-    st = {"stableRS": V1, "currentPodHash": V2, "currentStepIndex": index,
-          "currentStepHash": None}
+    st = {"stableRS": V1, "currentPodHash": V2, "currentStepIndex": index, "currentStepHash": None}
     st.update(extra)
     return copy.deepcopy(st)
 

@@ -34,8 +34,13 @@ SERVICES_ON_V1 = {"web-stable": V1, "web-canary": V1}
 
 
 def with_status(rollout: Rollout, index: int, **extra: Any) -> Rollout:
-    status = {"stableRS": V1, "currentPodHash": V2, "currentStepIndex": index, "currentStepHash": steps_hash(rollout),
-              **extra}
+    status = {
+        "stableRS": V1,
+        "currentPodHash": V2,
+        "currentStepIndex": index,
+        "currentStepHash": steps_hash(rollout),
+        **extra,
+    }
     return rollout.model_copy(update={"status": type(rollout.status).model_validate(status)})
 
 
@@ -52,7 +57,17 @@ def of(p: Plan, kind: type) -> list[Any]:
 
 @pytest.mark.parametrize(
     ("weight", "replicas", "expected"),
-    [(0, 5, 0), (1, 5, 1), (10, 5, 1), (20, 5, 1), (21, 5, 2), (50, 5, 3), (100, 5, 5), (33, 3, 1), (34, 3, 2)],
+    [
+        (0, 5, 0),
+        (1, 5, 1),
+        (10, 5, 1),
+        (20, 5, 1),
+        (21, 5, 2),
+        (50, 5, 3),
+        (100, 5, 5),
+        (33, 3, 1),
+        (34, 3, 2),
+    ],
 )
 def test_canary_replicas_follow_the_weight(weight: int, replicas: int, expected: int) -> None:
     assert canary_replicas_for_weight(weight, replicas) == expected
@@ -76,7 +91,10 @@ def test_first_deploy_creates_the_replicaset_at_full_scale_and_skips_steps() -> 
 def test_first_deploy_becomes_healthy_once_available_and_services_point_at_it() -> None:
     r = canary_rollout(image="web:1", status={"stableRS": V1, "currentPodHash": V1})
     p = plan(observed(r, [rs("web:1", 4)], {"web-stable": None, "web-canary": None}, istio()))
-    assert {(a.service, a.pod_hash) for a in of(p, SetServiceSelector)} == {("web-stable", V1), ("web-canary", V1)}
+    assert {(a.service, a.pod_hash) for a in of(p, SetServiceSelector)} == {
+        ("web-stable", V1),
+        ("web-canary", V1),
+    }
     # Services moved this pass; Healthy comes on the pass that sees them in place.
     p2 = plan(observed(r, [rs("web:1", 4)], SERVICES_ON_V1, istio()))
     assert kinds(p2) == []
@@ -100,21 +118,29 @@ def test_new_revision_creates_the_canary_sized_to_the_first_weight() -> None:
 
 def test_weight_goes_to_the_canary_only_once_its_pods_are_ready_and_selected() -> None:
     r = with_status(canary_rollout(), 0)
-    not_ready = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, available=0, revision=2)], SERVICES_ON_V1, istio()))
+    not_ready = plan(
+        observed(r, [rs("web:1", 4), rs("web:2", 1, available=0, revision=2)], SERVICES_ON_V1, istio())
+    )
     assert of(not_ready, SetTraffic) == []
     ready = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_ON_V1, istio()))
     assert of(ready, SetServiceSelector) == [SetServiceSelector("web-canary", V2)]
     assert of(ready, SetTraffic) == [], "the canary Service moves first, the weight on the next pass"
-    selected = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web-stable": V1, "web-canary": V2},
-                             istio()))
+    selected = plan(
+        observed(
+            r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web-stable": V1, "web-canary": V2}, istio()
+        )
+    )
     assert of(selected, SetTraffic) == [SetTraffic(25, V1, V2, ())]
     assert selected.status["currentStepIndex"] == 0
 
 
 def test_step_completes_when_the_router_reads_back_the_weight() -> None:
     r = with_status(canary_rollout(), 0)
-    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web-stable": V1, "web-canary": V2},
-                      istio(25)))
+    p = plan(
+        observed(
+            r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web-stable": V1, "web-canary": V2}, istio(25)
+        )
+    )
     assert of(p, SetTraffic) == []
     assert p.status["currentStepIndex"] == 1
     assert p.status["canary"]["weights"]["canary"]["weight"] == 25
@@ -125,11 +151,15 @@ SERVICES_SPLIT = {"web-stable": V1, "web-canary": V2}
 
 
 def test_timed_pause_holds_then_ends_on_time() -> None:
-    r = with_status(canary_rollout(steps=[{"setWeight": 25}, {"pause": {"duration": "60s"}}, {"setWeight": 50}]), 1)
+    r = with_status(
+        canary_rollout(steps=[{"setWeight": 25}, {"pause": {"duration": "60s"}}, {"setWeight": 50}]), 1
+    )
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     first = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
     assert first.status["phase"] == "Paused"
-    assert first.status["pauseConditions"] == [{"reason": "CanaryPauseStep", "startTime": "2026-01-01T12:00:00Z"}]
+    assert first.status["pauseConditions"] == [
+        {"reason": "CanaryPauseStep", "startTime": "2026-01-01T12:00:00Z"}
+    ]
     assert first.requeue_after == pytest.approx(60)
     assert "paused at step 2/3 for 1m00s more" in first.status["message"]
     # An operator restart 30 s later: the start time in status keeps the pause on schedule.
@@ -145,7 +175,7 @@ def test_indefinite_pause_waits_for_promote() -> None:
     r = with_status(canary_rollout(), 1)
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
-    assert p.status["phase"] == "Paused" and p.requeue_after is None or p.requeue_after > 60
+    assert (p.status["phase"] == "Paused" and p.requeue_after is None) or p.requeue_after > 60
     assert p.status["controllerPause"] is True
     # `tidegate promote` clears the pause conditions; the next pass moves on.
     promoted = with_status(canary_rollout(), 1, controllerPause=True, pauseConditions=[])
@@ -165,7 +195,9 @@ def test_after_the_last_step_the_canary_is_scaled_up_before_it_takes_all_traffic
 
 
 def test_after_promotion_services_move_then_weight_then_the_old_pods_go_after_the_delay() -> None:
-    r = canary_rollout(status={"stableRS": V2, "currentPodHash": V2, "currentStepIndex": 2}, scaleDownDelaySeconds=30)
+    r = canary_rollout(
+        status={"stableRS": V2, "currentPodHash": V2, "currentStepIndex": 2}, scaleDownDelaySeconds=30
+    )
     r = r.model_copy(update={"status": r.status.model_copy(update={"current_step_hash": steps_hash(r)})})
     sets = [rs("web:1", 4), rs("web:2", 4, revision=2)]
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(100)))
@@ -191,8 +223,9 @@ def test_abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_la
     assert of(p, ScaleReplicaSet) == []
     assert p.status["phase"] == "Degraded" and p.status["abortedAt"] == "2026-01-01T12:00:00Z"
     assert any(isinstance(a, Event) and a.reason == "RolloutAborted" for a in p.actions)
-    aborted = with_status(canary_rollout(abortScaleDownDelaySeconds=30), 1, abort=True,
-                          abortedAt="2026-01-01T12:00:00Z")
+    aborted = with_status(
+        canary_rollout(abortScaleDownDelaySeconds=30), 1, abort=True, abortedAt="2026-01-01T12:00:00Z"
+    )
     waiting = plan(observed(aborted, sets, SERVICES_SPLIT, istio(0), now=later(10)))
     assert of(waiting, ScaleReplicaSet) == [] and waiting.requeue_after == pytest.approx(20)
     gone = plan(observed(aborted, sets, SERVICES_SPLIT, istio(0), now=later(30)))
@@ -210,24 +243,40 @@ def test_updating_back_to_the_stable_template_is_immediate() -> None:
 
 
 def test_promote_full_skips_the_remaining_steps() -> None:
-    r = with_status(canary_rollout(steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]), 1,
-                    promoteFull=True)
+    r = with_status(
+        canary_rollout(steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]),
+        1,
+        promoteFull=True,
+    )
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(10)))
     assert of(p, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V2}", 4)]
     assert p.status["currentStepIndex"] == 4
 
 
 def test_header_route_is_set_with_its_step_and_removed_at_the_end() -> None:
-    steps = [{"setCanaryScale": {"replicas": 1}},
-             {"setHeaderRoute": {"name": "hdr", "match": [{"headerName": "x-canary",
-                                                           "headerValue": {"exact": "true"}}]}},
-             {"pause": {}}]
-    r = with_status(canary_rollout(steps=steps, trafficRouting={
-        "managedRoutes": [{"name": "hdr"}], "istio": {"virtualService": {"name": "web"}}}), 1)
+    steps = [
+        {"setCanaryScale": {"replicas": 1}},
+        {
+            "setHeaderRoute": {
+                "name": "hdr",
+                "match": [{"headerName": "x-canary", "headerValue": {"exact": "true"}}],
+            }
+        },
+        {"pause": {}},
+    ]
+    r = with_status(
+        canary_rollout(
+            steps=steps,
+            trafficRouting={"managedRoutes": [{"name": "hdr"}], "istio": {"virtualService": {"name": "web"}}},
+        ),
+        1,
+    )
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
     (traffic,) = of(p, SetTraffic)
     assert traffic.canary_weight == 0
-    assert [(hr.name, hr.match) for hr in traffic.header_routes] == [("hdr", (("x-canary", "exact", "true"),))]
+    assert [(hr.name, hr.match) for hr in traffic.header_routes] == [
+        ("hdr", (("x-canary", "exact", "true"),))
+    ]
     done = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0, ("hdr",))))
     assert done.status["currentStepIndex"] == 2
 
@@ -293,7 +342,10 @@ def test_without_a_router_pod_counts_stay_within_surge_and_availability(
     from tests.unit.planner_fixtures import observed as obs_of
 
     r = canary_rollout(router=False)
-    sets = [rs("web:1", stable_spec), rs("web:2", max(canary_available, 0), available=canary_available, revision=2)]
+    sets = [
+        rs("web:1", stable_spec),
+        rs("web:2", max(canary_available, 0), available=canary_available, revision=2),
+    ]
     from tidegate.core.planner import _Pass
 
     p = _Pass(obs=obs_of(r, sets), status={})
@@ -326,12 +378,18 @@ def test_blue_green_preview_then_pause_then_switch_only_when_full() -> None:
     p2 = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}))
     assert p2.status["phase"] == "Paused"
     assert [c["reason"] for c in p2.status["pauseConditions"]] == ["BlueGreenPause"]
-    promoted = bg_rollout(autoPromotionEnabled=False, previewReplicaCount=1,
-                          status=bg_status(controllerPause=True, pauseConditions=[]))
+    promoted = bg_rollout(
+        autoPromotionEnabled=False,
+        previewReplicaCount=1,
+        status=bg_status(controllerPause=True, pauseConditions=[]),
+    )
     p3 = plan(observed(promoted, sets, {"web-active": V1, "web-preview": V2}))
     assert p3.status["blueGreen"]["promoting"] is True
-    promoting = bg_rollout(autoPromotionEnabled=False, previewReplicaCount=1,
-                           status=bg_status(controllerPause=True, blueGreen={"promoting": True}))
+    promoting = bg_rollout(
+        autoPromotionEnabled=False,
+        previewReplicaCount=1,
+        status=bg_status(controllerPause=True, blueGreen={"promoting": True}),
+    )
     p4 = plan(observed(promoting, sets, {"web-active": V1, "web-preview": V2}))
     assert of(p4, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V2}", 3)]
     assert SetServiceSelector("web-active", V2) not in of(p4, SetServiceSelector)
@@ -361,3 +419,15 @@ def test_blue_green_auto_promotion_seconds() -> None:
 
 def test_now_is_used_for_timestamps() -> None:
     assert NOW.isoformat().startswith("2026-01-01T12:00:00")
+
+
+def test_a_new_revision_mid_rollout_first_takes_traffic_off_the_superseded_canary() -> None:
+    from tests.unit.planner_fixtures import h
+
+    v3 = h("web:3")
+    r = canary_rollout(image="web:3", status={"stableRS": V1, "currentPodHash": V2, "currentStepIndex": 1})
+    sets = [rs("web:1", 4), rs("web:2", 2, revision=2)]
+    p = plan(observed(r, sets, SERVICES_SPLIT, istio(50)))
+    assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())]
+    assert not any(c.pod_hash == v3 for c in of(p, SetServiceSelector))
+    assert p.status["currentStepIndex"] == 0

@@ -210,8 +210,10 @@ class CanaryStrategy(ApiModel):
     model_config = {
         "json_schema_extra": validations(
             cel(
-                "!has(self.trafficRouting) || (has(self.stableService) && has(self.canaryService))",
-                "trafficRouting needs both stableService and canaryService",
+                "!has(self.trafficRouting) || !has(self.trafficRouting.istio) "
+                "|| has(self.trafficRouting.istio.destinationRule) "
+                "|| (has(self.stableService) && has(self.canaryService))",
+                "a host-level Istio split needs both stableService and canaryService",
                 ".trafficRouting",
             ),
             cel(

@@ -3,17 +3,59 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import click
+
+
+async def _run(namespaces: tuple[str, ...], metrics_host: str, metrics_port: int) -> None:
+    import importlib
+    import importlib.util
+
+    import kopf
+
+    if importlib.util.find_spec("tidegate.handlers.analysis") is not None:
+        importlib.import_module("tidegate.handlers.analysis")  # registers the AnalysisRun controller
+    from tidegate.handlers import operator as handlers
+    from tidegate.telemetry import TelemetryServer
+
+    ready = asyncio.Event()
+    server = TelemetryServer(handlers.TELEMETRY.registry, host=metrics_host, port=metrics_port)
+    if metrics_port:
+        await server.start()
+
+    async def mark_ready() -> None:
+        await ready.wait()
+        server.set_ready(True)
+
+    marker = asyncio.create_task(mark_ready())
+    try:
+        await kopf.operator(
+            clusterwide=not namespaces, namespaces=list(namespaces), standalone=True, ready_flag=ready
+        )
+    finally:
+        marker.cancel()
+        if metrics_port:
+            await server.stop()
 
 
 @click.command("operator")
 @click.option(
     "-n", "--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable)."
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning, error.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    envvar="TIDEGATE_LOG_LEVEL",
+    help="debug, info, warning, error.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="TIDEGATE_LOG_FORMAT",
+)
 @click.option(
     "--metrics-port",
     type=int,
@@ -32,19 +74,11 @@ def command(
       tidegate operator --metrics-port 0
       tidegate operator -n team-a -n team-b --log-format json
     """
-    import kopf
+    import logging
 
-    import tidegate.handlers.operator  # noqa: F401 - registers the handlers
+    from tidegate.telemetry import setup_logging
 
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(log_level, json=log_format == "json")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=list(namespaces),
-            standalone=True,
-        )
-    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    asyncio.run(_run(namespaces, metrics_host, metrics_port))

@@ -209,6 +209,7 @@ def point_service(p: _Pass, service: str | None, pod_hash: str) -> bool:
     if svc is None or svc.pod_hash == pod_hash:
         return True
     p.actions.append(SetServiceSelector(service, pod_hash))
+    p.wake_in(0.2)  # Services are not watched: look again shortly
     p.event("ServiceSwitched", f"Service {service} now selects pods {pod_hash}")
     return False
 
@@ -353,7 +354,7 @@ def _set_traffic(
     p.actions.append(SetTraffic(weight, stable_hash, canary_hash, header_routes))
     if router.canary_weight != weight:
         p.event("TrafficWeightSet", f"canary weight {router.canary_weight}% -> {weight}%")
-    p.wake_in(1.0)
+    p.wake_in(0.2)  # the router's objects are not watched: read them back shortly
     return False
 
 
@@ -479,6 +480,13 @@ def _canary_step(
 
     if p.paused:
         return
+    # A superseded canary (a newer revision arrived) loses its traffic before anything else.
+    routed = _routed_canary_hash(p, canary)
+    if router and routed not in (None, current_hash, stable_hash) and obs.router.canary_weight > 0:
+        assert routed is not None
+        _set_traffic(p, canary, 0, stable_hash, routed)
+        p.message = f"{step_text}: moving traffic off the superseded canary {routed}"
+        return
     if canary_available < canary_target:
         p.message = f"{step_text}: waiting for {canary_available}/{canary_target} canary pods ready"
         retire_others(p, {stable_hash, current_hash}, 0, service_hashes(p))
@@ -508,6 +516,18 @@ def _canary_step(
     if step.analysis is not None:  # rejected by spec_problems until analysis lands
         return
     _advance(p, index, n, f"{step_text} done")
+
+
+def _routed_canary_hash(p: _Pass, canary: CanaryStrategy) -> str | None:
+    """The pods the canary side of the router reaches now: canary Service or canary subset."""
+    if (
+        canary.traffic_routing
+        and canary.traffic_routing.istio
+        and canary.traffic_routing.istio.destination_rule
+    ):
+        return p.obs.router.canary_subset_hash
+    svc = p.obs.services.get(canary.canary_service or "")
+    return svc.pod_hash if svc is not None else None
 
 
 def _advance(p: _Pass, index: int, n: int, why: str) -> None:

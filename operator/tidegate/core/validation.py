@@ -51,9 +51,12 @@ def spec_problems(r: Rollout) -> list[str]:
         if (
             routing is not None
             and routing.istio is not None
+            and routing.istio.destination_rule is None
             and not (canary.stable_service and canary.canary_service)
         ):
-            problems.append("spec.strategy.canary.trafficRouting: needs stableService and canaryService")
+            problems.append(
+                "spec.strategy.canary.trafficRouting: a host-level split needs stableService and canaryService"
+            )
     bg = spec.strategy.blue_green
     if bg is not None and not ANALYSIS_SUPPORTED:
         if bg.pre_promotion_analysis is not None:

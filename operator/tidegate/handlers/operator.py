@@ -17,8 +17,9 @@ from typing import Any, cast
 import kopf
 
 from tidegate.core.model import ROLLOUT_LABEL, Event
-from tidegate.handlers.reconcile import reconcile, release_traffic
-from tidegate.k8s.client import Clients
+from tidegate.handlers.reconcile import PassResult, reconcile, release_traffic
+from tidegate.k8s.client import ApiException, Clients
+from tidegate.telemetry import Telemetry
 
 GROUP, VERSION = "tidegate.io", "v1alpha1"
 FINALIZER = "tidegate.io/traffic"
@@ -26,6 +27,7 @@ log = logging.getLogger("tidegate.operator")
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _clients: Clients | None = None
+TELEMETRY = Telemetry()
 MAX_BACKOFF = 60.0
 
 
@@ -66,7 +68,38 @@ async def analysisrun_event(**kwargs: Any) -> None:
 
 
 async def _emit(body: dict[str, Any], event: Event) -> None:
+    meta = body.get("metadata") or {}
+    ns, name = meta.get("namespace", ""), meta.get("name", "")
+    if event.reason == "RolloutAborted":
+        TELEMETRY.count_abort(ns, name)
+    elif event.reason == "RolloutPromoted":
+        TELEMETRY.count_promotion(ns, name)
     kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
+
+
+def _observe(namespace: str, name: str, result: PassResult) -> None:
+    st = result.status
+    weight = (((st.get("canary") or {}).get("weights") or {}).get("canary") or {}).get("weight", 0)
+    step = st.get("currentStepIndex") if result.strategy == "canary" else None
+    since = next(
+        (c.get("lastTransitionTime") for c in st.get("conditions") or [] if c.get("type") == "Ready"), None
+    )
+    from datetime import datetime
+
+    try:
+        phase_since = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    except ValueError:
+        phase_since = None
+    phase = st.get("phase") or "Progressing"
+    TELEMETRY.observe_rollout(
+        namespace,
+        name,
+        phase=phase,
+        step=step,
+        weight=weight or 0,
+        strategy=result.strategy,
+        phase_since=phase_since,
+    )
 
 
 @kopf.daemon(GROUP, VERSION, "rollouts", cancellation_timeout=2.0)
@@ -86,8 +119,26 @@ async def rollout_loop(**kwargs: Any) -> None:
                 await asyncio.wait_for(waker.wait(), timeout=delay)
             waker.clear()
             try:
-                delay = await reconcile(_clients, namespace, name, _emit)
+                with TELEMETRY.time_reconcile():
+                    result = await reconcile(_clients, namespace, name, _emit)
+                if result is None:
+                    delay = None
+                else:
+                    delay = result.requeue_after
+                    _observe(namespace, name, result)
                 backoff = 1.0
+            except ApiException as exc:
+                TELEMETRY.count_api_error("reconcile", "rollouts", exc.status or "none")
+                log.warning(
+                    "reconcile of %s/%s: API error %s %s: %s",
+                    namespace,
+                    name,
+                    exc.status,
+                    exc.reason,
+                    str(exc.body)[:500],
+                    extra={"namespace": namespace, "rollout": name},
+                )
+                delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             except Exception as exc:
                 log.warning(
                     "reconcile of %s/%s failed: %s",
@@ -107,3 +158,4 @@ async def rollout_deleted(**kwargs: Any) -> None:
     """Deletion never strands traffic: back to stable before the finalizer goes."""
     assert _clients is not None
     await release_traffic(_clients, kwargs["namespace"], kwargs["name"])
+    TELEMETRY.forget(kwargs["namespace"], kwargs["name"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +61,16 @@ def _invalid_status(raw: dict[str, Any], exc: ValidationError) -> dict[str, Any]
     }
 
 
-async def reconcile(clients: Clients, namespace: str, name: str, emit: EventSink) -> float | None:
-    """Run one pass; returns seconds until the next pass is needed, or None (wait for events)."""
+@dataclass(frozen=True)
+class PassResult:
+    requeue_after: float | None
+    """Seconds until the next pass is needed, or None (wait for events)."""
+    status: dict[str, Any]
+    strategy: str = "canary"
+
+
+async def reconcile(clients: Clients, namespace: str, name: str, emit: EventSink) -> PassResult | None:
+    """Run one pass; None when the Rollout is gone."""
     raw = await get_rollout(clients, namespace, name)
     if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
         return None
@@ -80,7 +89,7 @@ async def reconcile(clients: Clients, namespace: str, name: str, emit: EventSink
                 {"status": status},
             )
             await emit(raw, Event("InvalidSpec", status["message"], "Warning"))
-        return None
+        return PassResult(None, status)
     router = router_for(rollout, clients)
     observed = await observe(clients, rollout, router)
     plan = planner.plan(observed)
@@ -89,7 +98,8 @@ async def reconcile(clients: Clients, namespace: str, name: str, emit: EventSink
         await emit(raw, event)
 
     await execute(clients, rollout, raw.get("status") or {}, plan, router, sink)
-    return plan.requeue_after
+    strategy = "canary" if rollout.spec.strategy.canary is not None else "blueGreen"
+    return PassResult(plan.requeue_after, plan.status, strategy)
 
 
 async def release_traffic(clients: Clients, namespace: str, name: str) -> None:

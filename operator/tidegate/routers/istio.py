@@ -227,6 +227,7 @@ class IstioRouter:
             self.vs_name,
             ops,
             field_manager=FIELD_MANAGER,
+            _content_type="application/json-patch+json",
         )
         return await self.read(action.stable_hash, action.canary_hash)
 
@@ -263,6 +264,7 @@ class IstioRouter:
                 self.dr.name,
                 ops,
                 field_manager=FIELD_MANAGER,
+                _content_type="application/json-patch+json",
             )
 
     async def release(self, stable_hash: str) -> None:
