@@ -135,6 +135,8 @@ class Watcher:
                         selector = services[host]
                     if not self._armed:
                         continue
+                    if not self._state["rollout"] and int(weight or 100) == 100:
+                        continue  # the Rollout was deleted: its pods go with it, by design
                     if self._ready_for(selector) == 0:
                         self._violate(
                             f"{trigger}: weight {weight} to {host}/{dest.get('subset', '-')} "

@@ -134,10 +134,11 @@ def test_update_midway_restarts_the_steps_with_a_new_canary(kube: Kube) -> None:
     t = s.when().image("registry.example/web:2.0").then().weight(25).phase("Paused")
     t = t.when().promoted().then().weight(50).step(3)
     first_canary = kube.status("web")["currentPodHash"]
-    t = t.when().image("registry.example/web:3.0").then().step(0, timeout=30)
-    t.weight(25).phase("Paused")
-    st = kube.status("web")
-    assert st["currentPodHash"] != first_canary
+    t = t.when().image("registry.example/web:3.0").then()
+    t.holds(lambda: kube.status("web")["currentPodHash"] != first_canary, "a new canary revision")
+    t.weight(25).step(1).phase("Paused")
+    events = [e["message"] for e in kube.list("events") if e["reason"] == "NewRevision"]
+    assert any("starting the steps from the beginning" in m for m in events)
     t.replica_sets({"registry.example/web:1.0": 4, "registry.example/web:3.0": 1}, timeout=30)
     s.finish()
 

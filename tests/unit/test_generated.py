@@ -37,7 +37,9 @@ def test_testenv_versions_match_the_sandbox() -> None:
 
 def _walk(node: dict[str, object], path: str = "") -> list[str]:
     """Problems that make a schema non-structural, for every schema node below `node`."""
-    problems = [f"{path}: {bad}" for bad in ("$ref", "anyOf", "allOf", "oneOf", "title", "$defs") if bad in node]
+    problems = [
+        f"{path}: {bad}" for bad in ("$ref", "anyOf", "allOf", "oneOf", "title", "$defs") if bad in node
+    ]
     special = "x-kubernetes-int-or-string" in node or "x-kubernetes-preserve-unknown-fields" in node
     if "type" not in node and not special:
         problems.append(f"{path}: no type")

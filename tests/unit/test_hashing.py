@@ -4,8 +4,14 @@ import pytest
 
 from tidegate.core.hashing import HASH_LABEL, pod_template_hash
 
-T1 = {"metadata": {"labels": {"app": "a", "tier": "web"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
-T1_REORDERED = {"spec": {"containers": [{"image": "x:1", "name": "c"}]}, "metadata": {"labels": {"tier": "web", "app": "a"}}}
+T1 = {
+    "metadata": {"labels": {"app": "a", "tier": "web"}},
+    "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+}
+T1_REORDERED = {
+    "spec": {"containers": [{"image": "x:1", "name": "c"}]},
+    "metadata": {"labels": {"tier": "web", "app": "a"}},
+}
 
 
 def test_hash_is_stable_across_key_orders() -> None:

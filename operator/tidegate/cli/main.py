@@ -20,6 +20,17 @@ _COMMANDS: dict[str, str] = {
     "sandbox": "sandbox_cmd",
     "lint": "lint",
     "plan": "plan",
+    "get": "get",
+    "list": "list_cmd",
+    "status": "status_cmd",
+    "promote": "control:promote",
+    "abort": "control:abort",
+    "retry": "control:retry",
+    "pause": "control:pause",
+    "resume": "control:resume",
+    "restart": "control:restart",
+    "set": "control:set_group",
+    "undo": "control:undo",
 }
 
 
@@ -29,8 +40,9 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS:
-            module = importlib.import_module(f"tidegate.cli.{_COMMANDS[cmd_name]}")
-            command: click.Command = module.command
+            module_name, _, attr = _COMMANDS[cmd_name].partition(":")
+            module = importlib.import_module(f"tidegate.cli.{module_name}")
+            command: click.Command = getattr(module, attr or "command")
             return command
         return super().get_command(ctx, cmd_name)
 

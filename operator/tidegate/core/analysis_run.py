@@ -157,11 +157,12 @@ def _merge_arg(merged: dict[str, Argument], arg: Argument, source: str) -> None:
 
 
 def _agreed_score(sources: Sequence[TemplateSource], field: str, default: float) -> float:
+    # The API server fills in the CRD's default, so "set" means "other than the default".
     chosen: tuple[float, str] | None = None
     for source in sources:
-        if field not in source.spec.model_fields_set:
-            continue
         value = float(getattr(source.spec, field))
+        if value == default:
+            continue
         if chosen is not None and chosen[0] != value:
             name = "passScore" if field == "pass_score" else "marginalScore"
             raise AnalysisSpecError(
@@ -176,7 +177,8 @@ def merge_templates(sources: Sequence[TemplateSource]) -> AnalysisTemplateSpec:
 
     A metric name defined twice is an error (it would be ambiguous in status). Arguments of the
     same name merge when they agree; two different defaults are an error. passScore and
-    marginalScore come from the templates that set them, which must agree.
+    marginalScore come from the templates that set them (to other than the default), which
+    must agree.
     """
     if not sources:
         raise AnalysisSpecError("the analysis names no template")

@@ -621,9 +621,17 @@ def _canary_promote(
     """After the last step (or promote --full): canary to full scale, all traffic to it, then it is stable."""
     st = p.status
     n = len(canary.steps)
-    stable = ensure_replica_set(p, stable_hash, _template_of(p.obs, stable_hash, template), replicas)
-    del stable
-    canary_rs = ensure_replica_set(p, current_hash, template, replicas)
+    if _router_on(canary):
+        # The stable keeps its scale: it carries traffic until the weight moves.
+        canary_target = replicas
+    else:
+        # Without a router the pod counts are the split: grow the canary within maxSurge
+        # while the stable shrinks as canary pods become available.
+        canary_target, stable_target = _basic_canary_counts(
+            p, canary, 100, current_hash, stable_hash, replicas
+        )
+        ensure_replica_set(p, stable_hash, _template_of(p.obs, stable_hash, template), stable_target)
+    canary_rs = ensure_replica_set(p, current_hash, template, canary_target)
     available = canary_rs.available if canary_rs else 0
     st["currentStepIndex"] = n
     if available < replicas:

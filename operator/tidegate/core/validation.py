@@ -55,7 +55,8 @@ def spec_problems(r: Rollout) -> list[str]:
             and not (canary.stable_service and canary.canary_service)
         ):
             problems.append(
-                "spec.strategy.canary.trafficRouting: a host-level split needs stableService and canaryService"
+                "spec.strategy.canary.trafficRouting: a host-level split needs "
+                "stableService and canaryService"
             )
     bg = spec.strategy.blue_green
     if bg is not None and not ANALYSIS_SUPPORTED:

@@ -291,15 +291,17 @@ class StepOutcome:
     delay: float | None
     """Seconds until the next measurement is due; None: nothing to do until an event."""
     phase: str | None
-    """The run's phase after the step (None: the run is gone)."""
+    """The run's phase after the step (None: not known, e.g. gone or not yet started)."""
     message: str | None = None
     """The run's message after the step."""
     finished_now: bool = False
     """The run reached a final phase in this step (post an Event)."""
+    gone: bool = False
+    """The run no longer exists (or is being deleted)."""
 
     @property
     def finished(self) -> bool:
-        return self.phase is None or runs.is_finished(self.phase)
+        return self.gone or runs.is_finished(self.phase)
 
 
 def _pod_hashes(metadata: Mapping[str, Any]) -> dict[str, str]:
@@ -393,10 +395,17 @@ async def _measure(
                 metric, result, canary, stable, started_at=started, finished_at=clock()
             )
         answer = await provider_for(metric, transport=transport).measure(metric, args, secrets)
-    except MeasurementError as error:
+    except Exception as error:  # a measurement that cannot be taken is an Error measurement
+        what = (
+            str(error)
+            if isinstance(error, MeasurementError)
+            else f"unexpected {type(error).__name__}: {error}"
+        )
+        if not isinstance(error, MeasurementError):
+            log.warning("metric %s: measurement failed unexpectedly: %s", metric.name, type(error).__name__)
         return Measurement(
             phase="Error",
-            message=scrub(f"metric {metric.name}: {error}"),
+            message=scrub(f"metric {metric.name}: {what}"),
             started_at=runs.timestamp(started),
             finished_at=runs.timestamp(clock()),
         )
@@ -426,6 +435,7 @@ class _StatusWriter:
         self._name = name
         self.raw: dict[str, Any] = dict(body.get("status") or {})
         self._version = (body.get("metadata") or {}).get("resourceVersion")
+        self._generation = (body.get("metadata") or {}).get("generation")
 
     async def write(self, status: AnalysisRunStatus) -> bool:
         new = status.wire()
@@ -438,27 +448,53 @@ class _StatusWriter:
         if known == new:
             return False
         patch: dict[str, Any] = {"status": runs.merge_patch(self.raw, new)}
-        if self._version:
-            patch["metadata"] = {"resourceVersion": self._version}
+        for _attempt in range(3):
+            if self._version:
+                patch["metadata"] = {"resourceVersion": self._version}
+            try:
+                answer = await call(
+                    self._clients.custom.patch_namespaced_custom_object_status,
+                    GROUP,
+                    VERSION,
+                    self._namespace,
+                    PLURAL,
+                    self._name,
+                    patch,
+                    field_manager=FIELD_MANAGER,
+                )
+                break
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+            await self._still_current()
+        else:
+            raise _Conflict
+        written = cast(dict[str, Any], answer)
+        self.raw = dict(written.get("status") or new)
+        self._version = (written.get("metadata") or {}).get("resourceVersion")
+        return True
+
+    async def _still_current(self) -> None:
+        """After a conflict: carry on when only metadata moved (kopf's finalizer, a label);
+        _Conflict when the spec or the status changed (terminate, an edit, another writer)."""
         try:
-            answer = await call(
-                self._clients.custom.patch_namespaced_custom_object_status,
+            found = await call(
+                self._clients.custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 self._namespace,
                 PLURAL,
                 self._name,
-                patch,
-                field_manager=FIELD_MANAGER,
             )
         except ApiException as error:
-            if error.status == 409:
+            if error.status == 404:
                 raise _Conflict from None
             raise
-        written = cast(dict[str, Any], answer)
-        self.raw = dict(written.get("status") or new)
-        self._version = (written.get("metadata") or {}).get("resourceVersion")
-        return True
+        body = cast(dict[str, Any], found)
+        metadata = body.get("metadata") or {}
+        if metadata.get("generation") != self._generation or (body.get("status") or {}) != self.raw:
+            raise _Conflict
+        self._version = metadata.get("resourceVersion")
 
 
 CONFLICT_RETRY = 0.2
@@ -486,11 +522,11 @@ async def step_analysis_run(
         )
     except ApiException as error:
         if error.status == 404:
-            return StepOutcome(delay=None, phase=None)
+            return StepOutcome(delay=None, phase=None, gone=True)
         raise
     body = cast(dict[str, Any], found)
     if (body.get("metadata") or {}).get("deletionTimestamp"):
-        return StepOutcome(delay=None, phase=None)
+        return StepOutcome(delay=None, phase=None, gone=True)
     writer = _StatusWriter(clients, namespace, name, body)
     raw_status = writer.raw
     if runs.is_finished(raw_status.get("phase")):

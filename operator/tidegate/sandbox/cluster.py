@@ -422,9 +422,11 @@ class Sandbox:
 
     # ------------------------------------------------------------- prometheus
     def _start_prometheus(self, log: Callable[[str], None]) -> None:
+        from tidegate.sandbox.podprocs import start_supervisor
         from tidegate.sandbox.prometheus import start_prometheus
 
         start_prometheus(self, log)
+        start_supervisor(self, log)  # demo apps behind demo pods, their targets and load
 
     # ------------------------------------------------------------------- down
     def down(self, *, log: Callable[[str], None] = print) -> None:
