@@ -38,6 +38,10 @@ class Watcher:
     _threads: list[threading.Thread] = field(default_factory=list)
     _stable_peak: dict[str, tuple[int, int]] = field(default_factory=dict)
     _armed: bool = False
+    active_service: str | None = None
+    """Blue-green: once the first revision is available, this Service always selects at
+    least spec.replicas available pods."""
+    _active_armed: bool = False
 
     def start(self) -> Watcher:
         api = config.new_client_from_config(config_file=self.kubeconfig)
@@ -143,6 +147,28 @@ class Watcher:
                             f"selecting {selector} with no ready pod"
                         )
         self._check_stable(trigger)
+        if self.active_service:
+            self._check_active(trigger, services)
+
+    def _available_for(self, selector: dict[str, str]) -> int:
+        total = 0
+        for rs in self._state["rs"].values():
+            labels = ((rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+            if _selects(selector, labels):
+                total += int((rs.get("status") or {}).get("availableReplicas") or 0)
+        return total
+
+    def _check_active(self, trigger: str, services: dict[str, dict[str, str]]) -> None:
+        selector = services.get(self.active_service or "")
+        if not selector or not self._state["rollout"]:
+            return
+        replicas = min(int((ro.get("spec") or {}).get("replicas") or 1) for ro in self._state["rollout"].values())
+        available = self._available_for(selector)
+        if available >= replicas:
+            self._active_armed = True
+        elif self._active_armed:
+            self._violate(f"{trigger}: active Service {self.active_service} selects {available} available pods "
+                          f"({selector}), fewer than {replicas}")
 
     def _check_stable(self, trigger: str) -> None:
         for ro in self._state["rollout"].values():

@@ -416,6 +416,11 @@ class WatchFeed:
         self._threads: list[threading.Thread] = []
         self._retry = retry_seconds
 
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds being watched."""
+        return [t.name.removeprefix("watch-") for t in self._threads]
+
     def start(self, *sources: Source | None) -> WatchFeed:
         for source in sources:
             if source is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import time
 from datetime import UTC, datetime
 
 import click
@@ -77,6 +78,20 @@ def _drain(changes: queue.Queue[Change], state: LiveState, timeout: float) -> bo
             return True
 
 
+def _initial_lists(feed: WatchFeed, state: LiveState, timeout: float = 5.0) -> None:
+    """Fold in the first list of every source, so the first frame is whole."""
+    waiting = set(feed.kinds)
+    deadline = time.monotonic() + timeout
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        try:
+            change = feed.changes.get(timeout=left)
+        except queue.Empty:
+            return
+        state.apply(change)
+        if change.type in ("SYNC", "ERROR"):
+            waiting.discard(change.kind)
+
+
 def _watch(cluster: Cluster, name: str, console: Console) -> None:
     first = cluster.rollout(name)  # fails clearly when it does not exist
     state = LiveState(name, cluster.namespace, rollout=first)
@@ -87,7 +102,7 @@ def _watch(cluster: Cluster, name: str, console: Console) -> None:
         cluster.analysis_run_source(name),
     )
     with feed:
-        _drain(feed.changes, state, timeout=2.0)  # the initial lists
+        _initial_lists(feed, state)
         if console.is_terminal:
             from rich.live import Live
 

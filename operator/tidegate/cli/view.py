@@ -333,7 +333,11 @@ def _canary_section(grid: Table, rollout: Obj, now: datetime) -> None:
             if i:
                 lines.append("\n")
             lines.append(f"{mark} {i + 1:>2}. {describe_step(step)}", style=style)
-        step_line = f"{step_of(rollout)}" + ("  (complete)" if done or index >= n else "")
+        step_line = step_of(rollout)
+        if done:
+            step_line += "  (complete)"
+        elif index >= n:
+            step_line += "  (all steps done: promoting)"
         _kv(grid, "Step:", step_line)
         _kv(grid, "Steps:", lines)
     else:

@@ -13,6 +13,10 @@ got and concludes the run's phase with `assessment.assess_run`. A metric that ca
 measured as written (a condition that does not compile, an argument without a value, a
 provider the operator does not have) is Error at once, before any measurement. A finished
 run never changes again.
+
+Judged metrics (`metric.judge`): each look compares the canary's range-query samples with the
+stable's (`judged_measurement`, Mann-Whitney U via `core.judge`); once every judged metric is
+done, their weighted score (`judge.combine`, passScore/marginalScore) decides for them together.
 """
 
 from __future__ import annotations

@@ -69,13 +69,15 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             delay = bg.scale_down_delay_seconds - (obs.now - started).total_seconds()
             retire({current_hash}, max(delay, 0.0))
             if delay > 0 and any(r.replicas > 0 for r in obs.replica_sets if r.pod_hash != current_hash):
-                p.message = f"switched; old version scaled down in {format_duration(delay)}"
+                p.message = f"healthy; the previous version is scaled down in {format_duration(delay)}"
                 p.wake_in(delay)
         if available < replicas:
             p.message = f"waiting for {available}/{replicas} pods available"
-        elif switched and not p.message:
+        elif switched:
+            # All traffic is on the new version: Healthy, even while old pods wait out
+            # their scale-down delay.
             p.complete = True
-            p.message = "healthy"
+            p.message = p.message or "healthy"
         return
 
     stable = ensure_replica_set(p, active_hash, _template(p, active_hash, template), replicas)
@@ -122,7 +124,11 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
     if not promoting:
         if available < preview_count:
             p.message = f"preview: waiting for {available}/{preview_count} new pods ready"
-            _pause_for_person(p, bg.auto_promotion_enabled)
+            if not bg.auto_promotion_enabled and _pause_for_person(p, False):
+                # Promoted before the preview was ready: go on to full size; the switch
+                # still waits for every new pod to be available.
+                status_bg["promoting"] = True
+                p.wake_in(0.05)
             return
         if bg.preview_service and not point_service(p, bg.preview_service, current_hash):
             p.message = f"pointing {bg.preview_service} at the preview"
