@@ -460,6 +460,10 @@ class RolloutStatus(ApiModel):
     """When the current step (or phase of a blue-green rollout) began."""
     progress_at: str | None = None
     """When the rollout last made progress (for progressDeadlineSeconds)."""
+    inconclusive_paused: bool | None = None
+    """The operator paused on an inconclusive analysis run."""
+    analysis_round: int = 0
+    """Bumped by a retry, so that analysis runs start afresh."""
     aborted_revision: str | None = None
     """Pod-template hash that was aborted; a retry or a new revision clears it."""
 

@@ -40,6 +40,10 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             st.pop("abortedAt", None)
             p.event("NewRevision", f"new revision {current_hash}")
 
+    from tidegate.core import analysis
+    from tidegate.core.planner import abort_for, detect_retry, inconclusive_pause
+
+    detect_retry(p, current_hash)
     active_hash = st.get("stableRS")
     if active_hash is None or rs_by_hash(obs, active_hash) is None:
         active_hash = current_hash  # first deploy: straight to active, no preview phase
@@ -81,8 +85,10 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         return
 
     stable = ensure_replica_set(p, active_hash, _template(p, active_hash, template), replicas)
-    point_service(p, bg.active_service, active_hash)
-    status_bg["activeSelector"] = active_hash
+    if st.get("abort") or not status_bg.get("promoting"):
+        # Until the switch (and after an abort) the active Service stays on the stable version.
+        point_service(p, bg.active_service, active_hash)
+        status_bg["activeSelector"] = active_hash
 
     if st.get("abort"):
         p.aborted = True
@@ -91,6 +97,8 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             p.event("RolloutAborted", f"aborted revision {current_hash}: active stays on {active_hash}", True)
         st["pauseConditions"] = []
         st["controllerPause"] = False
+        st["abortedRevision"] = current_hash
+        status_bg["promoting"] = False
         p.message = "rollout aborted: the active Service stays on the stable version"
         preview = rs_by_hash(obs, current_hash)
         if bg.preview_service:
@@ -136,6 +144,25 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         status_bg["previewSelector"] = current_hash
         if not st.get("stepStartedAt"):
             st["stepStartedAt"] = iso(obs.now)
+        if bg.pre_promotion_analysis is not None:
+            outcome, run, name = analysis.ensure(
+                p,
+                bg.pre_promotion_analysis,
+                kind="pre",
+                tag="pre",
+                stable_hash=active_hash,
+                latest_hash=current_hash,
+            )
+            status_bg["prePromotionAnalysisRunStatus"] = analysis.run_status(run, name)
+            if outcome == "failed":
+                abort_for(p, run, name)
+                return
+            if outcome == "inconclusive":
+                if not inconclusive_pause(p, "pre-promotion"):
+                    return
+            elif outcome != "successful":
+                p.message = f"preview ready; pre-promotion analysis {name} running"
+                return
         if not bg.auto_promotion_enabled:
             if not _pause_for_person(p, False):
                 p.message = "preview ready; paused until promoted (`tidegate promote`)"
@@ -159,8 +186,32 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         return
     if bg.preview_service:
         point_service(p, bg.preview_service, current_hash)
-    if point_service(p, bg.active_service, current_hash):
-        return
+    switched_now = not point_service(p, bg.active_service, current_hash)
+    status_bg["activeSelector"] = current_hash
+    if switched_now:
+        p.message = "switched the active Service"
+        if bg.post_promotion_analysis is not None:
+            return  # read the switch back before the post-promotion analysis starts
+    if bg.post_promotion_analysis is not None:
+        # The previous version stays scaled up until this passes: a failure switches back.
+        outcome, run, name = analysis.ensure(
+            p,
+            bg.post_promotion_analysis,
+            kind="post",
+            tag="post",
+            stable_hash=active_hash,
+            latest_hash=current_hash,
+        )
+        status_bg["postPromotionAnalysisRunStatus"] = analysis.run_status(run, name)
+        if outcome == "failed":
+            abort_for(p, run, name)
+            return
+        if outcome == "inconclusive":
+            if not inconclusive_pause(p, "post-promotion"):
+                return
+        elif outcome != "successful":
+            p.message = f"switched; post-promotion analysis {name} running"
+            return
     st["stableRS"] = current_hash
     status_bg["promoting"] = False
     st["promoteFull"] = False

@@ -60,13 +60,25 @@ class RouterState:
 
 
 @dataclass(frozen=True)
+class AnalysisRunInfo:
+    name: str
+    kind: str
+    """step | background | pre | post"""
+    pod_hash: str
+    phase: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class ObservedState:
     rollout: Rollout
     replica_sets: tuple[ReplicaSetInfo, ...]
     services: dict[str, ServiceInfo]
     router: RouterState
     now: datetime
-    analysis_runs: tuple[Any, ...] = ()
+    analysis_runs: tuple[AnalysisRunInfo, ...] = ()
+    pods_to_restart: tuple[str, ...] = ()
+    """Pods created before spec.restartAt (read only while a restart is pending)."""
 
 
 # ---------------------------------------------------------------------------
@@ -131,10 +143,24 @@ class Event:
 
 @dataclass(frozen=True)
 class ReplacePod:
-    """Evict one pod created before restartAt (honours PodDisruptionBudgets)."""
+    """Evict one pod created before spec.restartAt, through the eviction API (PDBs apply)."""
 
-    replica_set: str
-    created_before: datetime
+    pod: str
+
+
+@dataclass(frozen=True)
+class CreateAnalysisRun:
+    name: str
+    kind: str
+    analysis: Any
+    """The RolloutAnalysis (templates, args) to build the run from."""
+    stable_hash: str
+    latest_hash: str
+
+
+@dataclass(frozen=True)
+class TerminateAnalysisRun:
+    name: str
 
 
 Action = (
@@ -142,7 +168,7 @@ Action = (
 )
 # Events and ReplacePod are actions too, listed apart so that the type above stays the
 # set of things that change traffic or capacity.
-AnyAction = Action | Event | ReplacePod
+AnyAction = Action | Event | ReplacePod | CreateAnalysisRun | TerminateAnalysisRun
 
 
 @dataclass(frozen=True)

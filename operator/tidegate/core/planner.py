@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tidegate.api.rollout import CanaryStep, CanaryStrategy, Rollout
-from tidegate.core import conditions
+from tidegate.core import analysis, conditions
 from tidegate.core.durations import DurationError, format_duration, parse_duration
 from tidegate.core.hashing import HASH_LABEL, canonical, pod_template_hash, short_hash
 from tidegate.core.model import (
+    AnalysisRunInfo,
     AnyAction,
     CreateReplicaSet,
     Event,
@@ -25,6 +26,7 @@ from tidegate.core.model import (
     MarkScaleDown,
     ObservedState,
     Plan,
+    ReplacePod,
     ReplicaSetInfo,
     ScaleReplicaSet,
     SetServiceSelector,
@@ -82,6 +84,7 @@ class _Pass:
     aborted: bool = False
     complete: bool = False
     invalid: str | None = None
+    wanted_runs: set[str] = field(default_factory=set)
 
     def wake_in(self, seconds: float) -> None:
         seconds = max(seconds, 0.05)
@@ -122,9 +125,35 @@ def plan(obs: ObservedState) -> Plan:
             from tidegate.core.bluegreen import plan_blue_green
 
             plan_blue_green(p, current_hash, template)
+        analysis.terminate_unwanted(p)
 
+    _restart(p)
     _finish_status(p, old)
     return Plan(actions=tuple(p.actions), status=p.status, requeue_after=p.requeue)
+
+
+def restart_pending(r: Rollout) -> bool:
+    return bool(r.spec.restart_at) and r.status.restarted_at != r.spec.restart_at
+
+
+def _restart(p: _Pass) -> None:
+    """spec.restartAt: replace pods created before it, one at a time, once the rollout is complete."""
+    r = p.obs.rollout
+    if not restart_pending(r) or not p.complete:
+        return
+    if not p.obs.pods_to_restart:
+        p.status["restartedAt"] = r.spec.restart_at
+        p.event("RestartCompleted", f"every pod created before {r.spec.restart_at} was replaced")
+        return
+    current = rs_by_hash(p.obs, p.status.get("currentPodHash"))
+    replicas = r.spec.desired_replicas
+    left = len(p.obs.pods_to_restart)
+    if current is not None and current.available >= replicas:
+        p.actions.append(ReplacePod(p.obs.pods_to_restart[0]))
+        p.message = f"restarting: replacing pod {p.obs.pods_to_restart[0]} ({left} left)"
+    else:
+        p.message = f"restarting: waiting for a replacement pod to be available ({left} left)"
+    p.wake_in(1.0)
 
 
 def _selector_string(r: Rollout) -> str:
@@ -289,11 +318,55 @@ def _reset_for_revision(p: _Pass, current_hash: str, steps_hash: str) -> None:
         st.pop("abortedRevision", None)
 
 
+def detect_retry(p: _Pass, current_hash: str) -> None:
+    """A retry (abort cleared on an aborted revision) starts a new round of analysis runs."""
+    st = p.status
+    if not st.get("abort") and st.get("abortedRevision") == current_hash:
+        st["analysisRound"] = int(st.get("analysisRound") or 0) + 1
+        st.pop("abortedRevision", None)
+        st.pop("abortedAt", None)
+        p.event("RolloutRetried", f"retrying revision {current_hash} from the first step")
+
+
+def inconclusive_pause(p: _Pass, where: str) -> bool:
+    """Pause for a person on an Inconclusive run; True once they promoted."""
+    st = p.status
+    held = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "InconclusiveAnalysisRun"]
+    if held:
+        p.paused = True
+        p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
+        return False
+    if st.get("controllerPause") and st.get("inconclusivePaused"):
+        st["controllerPause"] = False
+        st.pop("inconclusivePaused", None)
+        return True
+    st["pauseConditions"] = [
+        *(st.get("pauseConditions") or []),
+        {"reason": "InconclusiveAnalysisRun", "startTime": iso(p.obs.now)},
+    ]
+    st["controllerPause"] = True
+    st["inconclusivePaused"] = True
+    p.paused = True
+    p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
+    p.event("RolloutPaused", p.message)
+    return False
+
+
+def abort_for(p: _Pass, run: AnalysisRunInfo | None, name: str) -> None:
+    st = p.status
+    st["abort"] = True
+    text = analysis.fail_message(run) if run is not None else f"analysis run {name} failed"
+    p.message = text
+    p.event("AnalysisRunFailed", f"{text}; aborting", warning=True)
+    p.wake_in(0.05)
+
+
 def _plan_canary(p: _Pass, canary: CanaryStrategy, current_hash: str, template: dict[str, Any]) -> None:
     obs, st = p.obs, p.status
     replicas = obs.rollout.spec.desired_replicas
     steps = canary.steps
     _reset_for_revision(p, current_hash, _steps_hash(steps))
+    detect_retry(p, current_hash)
 
     stable_hash = st.get("stableRS")
     if stable_hash is None or rs_by_hash(obs, stable_hash) is None:
@@ -449,7 +522,7 @@ def _canary_step(
     template: dict[str, Any],
     replicas: int,
 ) -> None:
-    obs, _st = p.obs, p.status
+    obs, st = p.obs, p.status
     n = len(steps)
     step = steps[index]
     weight = _weight_at(steps, index)
@@ -478,6 +551,21 @@ def _canary_step(
     canary_available = canary_rs.available if canary_rs else 0
     step_text = f"step {index + 1}/{n}"
 
+    if canary.analysis is not None and index >= (canary.analysis.starting_step or 0):
+        outcome, run, name = analysis.ensure(
+            p, canary.analysis, kind="background", tag="bg", stable_hash=stable_hash, latest_hash=current_hash
+        )
+        st.setdefault("canary", {})["currentBackgroundAnalysisRunStatus"] = analysis.run_status(run, name)
+        if p.paused:
+            return
+        if outcome == "failed":
+            abort_for(p, run, name)
+            return
+        if outcome == "inconclusive":
+            if inconclusive_pause(p, step_text):
+                st["analysisRound"] = int(st.get("analysisRound") or 0) + 1  # a fresh background run
+                p.wake_in(0.05)
+            return
     if p.paused:
         return
     # A superseded canary (a newer revision arrived) loses its traffic before anything else.
@@ -513,7 +601,20 @@ def _canary_step(
     if step.pause is not None:
         _canary_pause(p, step, index, n)
         return
-    if step.analysis is not None:  # rejected by spec_problems until analysis lands
+    if step.analysis is not None:
+        outcome, run, name = analysis.ensure(
+            p, step.analysis, kind="step", tag=f"s{index}", stable_hash=stable_hash, latest_hash=current_hash
+        )
+        st.setdefault("canary", {})["currentStepAnalysisRunStatus"] = analysis.run_status(run, name)
+        if outcome == "successful":
+            _advance(p, index, n, f"{step_text} analysis {name} successful")
+        elif outcome == "failed":
+            abort_for(p, run, name)
+        elif outcome == "inconclusive":
+            if inconclusive_pause(p, step_text):
+                _advance(p, index, n, f"{step_text} promoted past an inconclusive analysis")
+        else:
+            p.message = f"{step_text}: analysis run {name} running"
         return
     _advance(p, index, n, f"{step_text} done")
 

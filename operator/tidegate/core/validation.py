@@ -7,7 +7,7 @@ from tidegate.core.durations import DurationError, parse_duration
 
 # Flipped on when the analysis controller is wired in; until then an analysis in
 # the spec is reported, never silently skipped.
-ANALYSIS_SUPPORTED = False
+ANALYSIS_SUPPORTED = True
 
 
 def spec_problems(r: Rollout) -> list[str]:

@@ -12,6 +12,7 @@ from tidegate.core.model import (
     REVISION_ANNOTATION,
     ROLLOUT_LABEL,
     SCALE_DOWN_AT_ANNOTATION,
+    CreateAnalysisRun,
     CreateReplicaSet,
     DeleteReplicaSet,
     Event,
@@ -22,6 +23,7 @@ from tidegate.core.model import (
     ScaleReplicaSet,
     SetServiceSelector,
     SetTraffic,
+    TerminateAnalysisRun,
 )
 from tidegate.core.planner import iso
 from tidegate.k8s.client import ApiException, Clients, call
@@ -145,8 +147,20 @@ async def execute(
             _record_weights(status, state, action)
         elif isinstance(action, Event):
             await emit(action)
+        elif isinstance(action, CreateAnalysisRun):
+            await _create_run(clients, rollout, action, status, emit)
+        elif isinstance(action, TerminateAnalysisRun):
+            from tidegate.k8s.analysis import terminate_analysis_run
+
+            await terminate_analysis_run(clients, namespace, action.name)
         elif isinstance(action, ReplacePod):
-            pass  # carried out by the restart controller
+            from tidegate.k8s.restart import evict_one
+
+            await evict_one(clients, namespace, action)
+    if status.get("phase") == "Healthy" and raw_status.get("phase") != "Healthy":
+        from tidegate.k8s.analysis import prune_analysis_runs
+
+        await prune_analysis_runs(clients, namespace, rollout.metadata.name or "")
     patch = status_diff(raw_status, status)
     if patch:
         await call(
@@ -160,6 +174,36 @@ async def execute(
             field_manager=FIELD_MANAGER,
         )
     return patch
+
+
+async def _create_run(
+    clients: Clients, rollout: Rollout, action: CreateAnalysisRun, status: dict[str, Any], emit: EventSink
+) -> None:
+    """Build the run from its templates; a reference that cannot be resolved is an InvalidSpec."""
+    from tidegate.core.analysis_run import AnalysisSpecError
+    from tidegate.k8s.analysis import build_analysis_run, create_analysis_run
+
+    try:
+        body = await build_analysis_run(
+            clients,
+            rollout,
+            action.analysis,
+            name=action.name,
+            kind=action.kind,
+            pod_hashes={"Stable": action.stable_hash, "Latest": action.latest_hash},
+        )
+    except AnalysisSpecError as exc:
+        message = f"invalid spec: analysis {action.kind}: {exc} (the running version keeps serving)"
+        status["phase"] = "Degraded"
+        status["message"] = message
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "InvalidSpec":
+                cond.update(status="True", reason="InvalidSpec", message=message)
+            elif cond.get("type") in ("Ready", "Healthy"):
+                cond.update(status="False", reason="Degraded", message=message)
+        await emit(Event("InvalidSpec", message, "Warning"))
+        return
+    await create_analysis_run(clients, body)
 
 
 def _record_weights(status: dict[str, Any], state: RouterState, action: SetTraffic) -> None:

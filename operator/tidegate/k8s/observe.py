@@ -11,6 +11,7 @@ from tidegate.core.model import (
     REVISION_ANNOTATION,
     ROLLOUT_LABEL,
     SCALE_DOWN_AT_ANNOTATION,
+    AnalysisRunInfo,
     ObservedState,
     ReplicaSetInfo,
     ServiceInfo,
@@ -129,10 +130,58 @@ async def observe(
     stable_hash = rollout.status.stable_rs
     current_hash = pod_template_hash(rollout.spec.template.wire())
     state = await router.read(stable_hash, current_hash)
+    runs = await observe_analysis_runs(clients, namespace, name)
+    old_pods: tuple[str, ...] = ()
+    if rollout.spec.restart_at and rollout.status.restarted_at != rollout.spec.restart_at:
+        old_pods = await pods_created_before(clients, namespace, rollout, rollout.spec.restart_at)
     return ObservedState(
         rollout=rollout,
         replica_sets=tuple(sorted(sets, key=lambda r: r.revision)),
         services=services,
         router=state,
         now=now or datetime.now(UTC),
+        analysis_runs=runs,
+        pods_to_restart=old_pods,
     )
+
+
+async def pods_created_before(
+    clients: Clients, namespace: str, rollout: Rollout, when: str
+) -> tuple[str, ...]:
+    selector = ",".join(f"{k}={v}" for k, v in sorted(rollout.spec.selector.match_labels.items()))
+    result: Any = await call(
+        clients.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
+    )
+    import json
+
+    limit = _time(when)
+    names = []
+    for pod in json.loads(result.data).get("items") or []:
+        meta = pod.get("metadata") or {}
+        created = _time(meta.get("creationTimestamp"))
+        if meta.get("deletionTimestamp") or created is None or limit is None:
+            continue
+        if created < limit:
+            names.append(meta["name"])
+    return tuple(sorted(names))
+
+
+async def observe_analysis_runs(clients: Clients, namespace: str, name: str) -> tuple[AnalysisRunInfo, ...]:
+    from tidegate.core.analysis_run import KIND_LABEL
+    from tidegate.k8s.analysis import list_analysis_runs
+
+    out = []
+    for run in await list_analysis_runs(clients, namespace, name):
+        meta = run.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        status = run.get("status") or {}
+        out.append(
+            AnalysisRunInfo(
+                name=meta.get("name", ""),
+                kind=labels.get(KIND_LABEL, ""),
+                pod_hash=labels.get(HASH_LABEL, ""),
+                phase=status.get("phase") or "Pending",
+                message=status.get("message") or "",
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,70 @@
+"""Where analysis runs in a rollout: which AnalysisRuns should exist, and what their phases mean.
+
+Runs are named `<rollout>-<hash>-<tag>-<round>`: one per revision, place (a step, the
+background, pre- or post-promotion) and round (a retry starts a new round), so that a
+pass can tell whether the run it wants exists, and a new revision never resumes the
+old revision's analysis.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from tidegate.api.rollout import RolloutAnalysis
+from tidegate.core.model import AnalysisRunInfo, CreateAnalysisRun, TerminateAnalysisRun
+
+if TYPE_CHECKING:
+    from tidegate.core.planner import _Pass
+
+Outcome = Literal["missing", "running", "successful", "failed", "inconclusive"]
+FINISHED = {"Successful", "Failed", "Error", "Inconclusive"}
+
+
+def run_name(p: _Pass, pod_hash: str, tag: str) -> str:
+    rollout = p.obs.rollout.metadata.name or "rollout"
+    round_ = int(p.status.get("analysisRound") or 0)
+    return f"{rollout}-{pod_hash}-{tag}-{round_}"[:253]
+
+
+def find(p: _Pass, name: str) -> AnalysisRunInfo | None:
+    return next((r for r in p.obs.analysis_runs if r.name == name), None)
+
+
+def ensure(
+    p: _Pass, analysis: RolloutAnalysis, *, kind: str, tag: str, stable_hash: str, latest_hash: str
+) -> tuple[Outcome, AnalysisRunInfo | None, str]:
+    """Make sure the run exists; returns its outcome, the run, and its name."""
+    name = run_name(p, latest_hash, tag)
+    p.wanted_runs.add(name)
+    run = find(p, name)
+    if run is None:
+        p.actions.append(CreateAnalysisRun(name, kind, analysis, stable_hash, latest_hash))
+        p.event("AnalysisRunCreated", f"started analysis run {name}")
+        return "missing", None, name
+    if run.phase == "Successful":
+        return "successful", run, name
+    if run.phase in ("Failed", "Error"):
+        return "failed", run, name
+    if run.phase == "Inconclusive":
+        return "inconclusive", run, name
+    return "running", run, name
+
+
+def run_status(run: AnalysisRunInfo | None, name: str) -> dict[str, str]:
+    if run is None:
+        return {"name": name, "status": "Pending"}
+    out = {"name": run.name, "status": run.phase}
+    if run.message:
+        out["message"] = run.message
+    return out
+
+
+def terminate_unwanted(p: _Pass) -> None:
+    """A run nobody waits for any more (new revision, abort, promotion) is stopped."""
+    for run in p.obs.analysis_runs:
+        if run.phase not in FINISHED and run.name not in p.wanted_runs:
+            p.actions.append(TerminateAnalysisRun(run.name))
+
+
+def fail_message(run: AnalysisRunInfo) -> str:
+    return f"analysis run {run.name} {run.phase.lower()}: {run.message or 'no message'}"
