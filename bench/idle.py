@@ -354,11 +354,14 @@ def render(report: Report) -> str:
         f"= {op.non_watch_per_min:.2f}/min, {op.watch_connects} watch (re)connects)",
     ]
     if op.rows:
-        lines.append(f"    {'verb':<8} {'resource':<40} {'count':>6} {'/min':>8} {'URIs':>5} {'every':>7}")
+        width = max(40, *(len(row.resource) for row in op.rows))
+        lines.append(
+            f"    {'verb':<8} {'resource':<{width}} {'count':>6} {'/min':>8} {'URIs':>5} {'every':>7}"
+        )
         for row in op.rows:
             every = f"{row.median_interval_s:.1f}s" if row.median_interval_s is not None else "-"
             lines.append(
-                f"    {row.verb:<8} {row.resource:<40} {row.count:>6} {row.per_min:>8.2f} "
+                f"    {row.verb:<8} {row.resource:<{width}} {row.count:>6} {row.per_min:>8.2f} "
                 f"{row.distinct_uris:>5} {every:>7}"
             )
     lines.append(

@@ -72,8 +72,9 @@ class Given(Scenario):
         return self
 
     def watched(self, active_service: str | None = None) -> Given:
-        self.watcher = Watcher(str(self.kube.sandbox.kubeconfig), self.kube.namespace,
-                               active_service=active_service).start()
+        self.watcher = Watcher(
+            str(self.kube.sandbox.kubeconfig), self.kube.namespace, active_service=active_service
+        ).start()
         ACTIVE_WATCHERS.append(self.watcher)
         return self
 

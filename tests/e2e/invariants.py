@@ -162,13 +162,17 @@ class Watcher:
         selector = services.get(self.active_service or "")
         if not selector or not self._state["rollout"]:
             return
-        replicas = min(int((ro.get("spec") or {}).get("replicas") or 1) for ro in self._state["rollout"].values())
+        replicas = min(
+            int((ro.get("spec") or {}).get("replicas") or 1) for ro in self._state["rollout"].values()
+        )
         available = self._available_for(selector)
         if available >= replicas:
             self._active_armed = True
         elif self._active_armed:
-            self._violate(f"{trigger}: active Service {self.active_service} selects {available} available pods "
-                          f"({selector}), fewer than {replicas}")
+            self._violate(
+                f"{trigger}: active Service {self.active_service} selects {available} available pods "
+                f"({selector}), fewer than {replicas}"
+            )
 
     def _check_stable(self, trigger: str) -> None:
         for ro in self._state["rollout"].values():

@@ -36,7 +36,12 @@ def test_first_deploy_goes_straight_to_active(kube: Kube) -> None:
 
 
 def test_update_with_manual_promote_and_scale_down_delay(kube: Kube) -> None:
-    s = given(kube).objects(SERVICES).rollout(bg(scaleDownDelaySeconds=8)).watched(active_service="api-gateway")
+    s = (
+        given(kube)
+        .objects(SERVICES)
+        .rollout(bg(scaleDownDelaySeconds=8))
+        .watched(active_service="api-gateway")
+    )
     s.when().applied().then().phase("Healthy")
     old = kube.status("api-gateway")["stableRS"]
     t = s.when().image(V2).then().phase("Paused").message_contains("until promoted")
@@ -49,8 +54,10 @@ def test_update_with_manual_promote_and_scale_down_delay(kube: Kube) -> None:
     switched = time.monotonic()
     t.phase("Healthy").message_contains("scaled down in")
     # The old pods stay for the delay, then go.
-    seen = {rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"]
-            for rs in kube.replica_sets("api-gateway")}
+    seen = {
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"]
+        for rs in kube.replica_sets("api-gateway")
+    }
     assert seen == {V1: 3, V2: 3}, f"old pods gone before the delay: {seen}"
     t.replica_sets({V2: 3}, timeout=30)
     assert time.monotonic() - switched >= 6, "old pods scaled down before scaleDownDelaySeconds"
@@ -69,8 +76,12 @@ def test_update_with_auto_promotion_seconds(kube: Kube) -> None:
 
 
 def test_abort_then_retry(kube: Kube) -> None:
-    s = given(kube).objects(SERVICES).rollout(bg(abortScaleDownDelaySeconds=2)).watched(
-        active_service="api-gateway")
+    s = (
+        given(kube)
+        .objects(SERVICES)
+        .rollout(bg(abortScaleDownDelaySeconds=2))
+        .watched(active_service="api-gateway")
+    )
     s.when().applied().then().phase("Healthy")
     old = kube.status("api-gateway")["stableRS"]
     t = s.when().image(V2).then().phase("Paused")
@@ -90,8 +101,14 @@ def test_update_during_preview_replaces_the_preview(kube: Kube) -> None:
     t = s.when().image(V2).then().phase("Paused")
     first_preview = kube.status("api-gateway")["currentPodHash"]
     v3 = "registry.example/org/api-gateway:v1.2.4"
-    t = t.when().image(v3).then().holds(
-        lambda: kube.status("api-gateway")["currentPodHash"] != first_preview, "a new preview revision")
+    t = (
+        t.when()
+        .image(v3)
+        .then()
+        .holds(
+            lambda: kube.status("api-gateway")["currentPodHash"] != first_preview, "a new preview revision"
+        )
+    )
     t.phase("Paused").replica_sets({V1: 3, v3: 3}, timeout=30)
     assert selector_hash(kube, "api-gateway-preview") == kube.status("api-gateway")["currentPodHash"]
     s.finish()
@@ -104,8 +121,11 @@ def test_promote_when_the_new_version_never_becomes_ready(kube: Kube) -> None:
     s.doc["spec"]["template"]["spec"]["nodeSelector"] = {"nowhere": "true"}  # type: ignore[index]
     t = s.when().image(V2).then().phase("Paused")
     t = t.when().promoted().then().message_contains("waiting for 0/3 new pods available")
-    wait_until(lambda: kube.status("api-gateway").get("message", "").startswith("promoting"), 10,
-               what="still waiting")
+    wait_until(
+        lambda: kube.status("api-gateway").get("message", "").startswith("promoting"),
+        10,
+        what="still waiting",
+    )
     assert selector_hash(kube, "api-gateway") == old, "the active Service is untouched"
     s.finish()
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.kube import REPO, Kube, wait_until
+from tests.kube import REPO, Kube, WaitTimeout, wait_until
 from tidegate.cli.main import cli
 
 pytestmark = pytest.mark.sandbox
@@ -59,12 +59,15 @@ def template_image(kube: Kube, name: str = "web") -> str:
 
 
 def paused_at_step_2(kube: Kube, name: str = "web") -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
+    def check() -> dict[str, Any]:
         st = kube.status(name)
         ok = st.get("phase") == "Paused" and st.get("currentStepIndex") == 1 and st.get("pauseConditions")
-        return st if ok and not st.get("abort") else None
+        return st if ok and not st.get("abort") else {}
 
-    return wait_until(check, 60, what=f"{name} paused at step 2 ({kube._brief(name)})")
+    try:
+        return wait_until(check, 60, what=f"{name} paused at step 2")
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"{exc}; now: {kube._brief(name)}") from None
 
 
 def revisions(kube: Kube, name: str = "web") -> dict[int, str]:

@@ -291,3 +291,19 @@ def test_rollout_docs_spread_over_namespaces() -> None:
     assert spec["replicas"] == 1 and "canary" in spec["strategy"]
     assert "trafficRouting" not in spec["strategy"]["canary"]
     assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+
+
+def test_render_widens_the_resource_column_for_long_names() -> None:
+    crd = "customresourcedefinitions.apiextensions.k8s.io"
+    quiet = [
+        line("c0", verb="watch", uri="/apis/apiextensions.k8s.io/v1/customresourcedefinitions?watch=true",
+             agent=KOPF, received=120, stage=STARTED,
+             ref={"resource": "customresourcedefinitions", "apiGroup": "apiextensions.k8s.io"}),
+    ]  # fmt: skip
+    reqs = bench.collect_requests(filter(None, map(bench.parse_audit_line, quiet)))
+    win = bench.count_window(reqs, T0 + 100, T0 + 160, bench.agent_matcher(bench.OPERATOR_AGENTS))
+    text = bench.render(report(win, bench.findings(win)))
+    header = next(t for t in text.splitlines() if t.strip().startswith("verb"))
+    row = next(t for t in text.splitlines() if crd in t)
+    assert header.index("count") + len("count") == row.index(" 1 ") + 2  # counts right-aligned under "count"
+    assert "findings: none" in text  # a watch reconnect is not polling

@@ -356,7 +356,10 @@ def test_promote_blue_green() -> None:
     bg["spec"]["strategy"] = {"blueGreen": {"activeService": "a", "autoPromotionEnabled": False}}
     bg["status"]["pauseConditions"] = [{"reason": "BlueGreenPause", "startTime": ago(3)}]
     d = control.decide_promote(bg, full=False, now=NOW)
-    assert d.status == {"pauseConditions": []} and "preview abc promoted" in d.message
+    assert (
+        d.status == {"pauseConditions": []}
+        and d.message == "rollout web promoted: preview abc becomes active once it runs at full size"
+    )
     bg["status"]["pauseConditions"] = []
     assert control.decide_promote(bg, full=False, now=NOW).status == {"promoteFull": True}
     bg["status"]["blueGreen"] = {"promoting": True}
@@ -378,6 +381,7 @@ def test_retry_starts_the_steps_again_and_refuses_when_not_aborted() -> None:
     assert d.status["abort"] is False and d.status["abortedAt"] is None
     assert d.status["currentStepIndex"] == 0 and d.status["pauseConditions"] == []
     assert d.status["controllerPause"] is False and d.status["progressAt"] == "2025-01-01T12:00:00Z"
+    assert "abortedRevision" not in d.status  # the operator's own mark of a retry
     with pytest.raises(control.Refusal, match="not aborted"):
         control.decide_retry(canary(), NOW)
     bg = canary(abort=True)
@@ -423,7 +427,7 @@ def _defaulted(template: Obj, pod_hash: str) -> Obj:
 
 def test_undo_restores_the_template_the_previous_revision_was_made_from() -> None:
     r = canary()
-    v1 = {
+    v1: Obj = {
         "metadata": {"labels": {"app": "web"}},
         "spec": {"containers": [{"name": "app", "image": "example/web:1"}]},
     }

@@ -176,7 +176,6 @@ NAMESPACED_GRANTS: Grants = {
     ("", "pods"): READ,
     ("", "pods/eviction"): verbs("create"),
     ("", "events"): verbs("create", "patch"),
-    ("events.k8s.io", "events"): verbs("create", "patch"),
     ("networking.istio.io", "virtualservices"): READ | {"patch", "update"},
     ("networking.istio.io", "destinationrules"): READ | {"patch", "update"},
 }
@@ -184,7 +183,6 @@ CLUSTER_SCOPED_GRANTS: Grants = {
     ("tidegate.io", "clusteranalysistemplates"): READ,
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
 }
-CLUSTER_MODE_ONLY_GRANTS: Grants = {("", "namespaces"): READ}
 SECRET_GRANT: Grants = {("", "secrets"): verbs("get")}
 LEASE_GRANTS: Grants = {("coordination.k8s.io", "leases"): verbs("get", "create", "update")}
 
@@ -281,9 +279,7 @@ def test_cluster_mode_grants_exactly_what_the_operator_needs() -> None:
     objs = template()
     assert_no_wildcards(objs)
     cluster_role = one(objs, "ClusterRole")
-    assert (
-        grants(cluster_role["rules"]) == NAMESPACED_GRANTS | CLUSTER_SCOPED_GRANTS | CLUSTER_MODE_ONLY_GRANTS
-    )
+    assert grants(cluster_role["rules"]) == NAMESPACED_GRANTS | CLUSTER_SCOPED_GRANTS
     binding = one(objs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert binding["subjects"] == [

@@ -431,3 +431,32 @@ def test_a_new_revision_mid_rollout_first_takes_traffic_off_the_superseded_canar
     assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())]
     assert not any(c.pod_hash == v3 for c in of(p, SetServiceSelector))
     assert p.status["currentStepIndex"] == 0
+
+
+def _settled(r: Rollout, obs_of: Any, seconds: float) -> dict[str, Any]:
+    """Plan, feed the status back as the API server would store it, plan again later."""
+    from tidegate.k8s.execute import status_diff
+
+    first = plan(obs_of(r, NOW))
+    stored = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
+    again = plan(obs_of(stored, later(seconds)))
+    return status_diff(first.status, again.status)
+
+
+@pytest.mark.parametrize("seconds", [1, 5, 65])
+def test_a_healthy_rollout_settles_and_writes_nothing(seconds: float) -> None:
+    r = canary_rollout(image="web:1", status={"stableRS": V1, "currentPodHash": V1})
+    diff = _settled(
+        r, lambda ro, now: observed(ro, [rs("web:1", 4)], SERVICES_ON_V1, istio(), now=now), seconds
+    )
+    assert diff == {}
+
+
+@pytest.mark.parametrize("seconds", [1, 65])
+def test_an_indefinitely_paused_rollout_settles_and_writes_nothing(seconds: float) -> None:
+    r = with_status(canary_rollout(), 1)
+    sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
+    first = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
+    paused = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
+    diff = _settled(paused, lambda ro, now: observed(ro, sets, SERVICES_SPLIT, istio(25), now=now), seconds)
+    assert diff == {}

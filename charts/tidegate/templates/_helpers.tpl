@@ -98,11 +98,8 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 - apiGroups: [""]
   resources: ["pods/eviction"]
   verbs: ["create"]
-# Kubernetes events about Rollouts (kopf posts to core/v1, the operator to events.k8s.io).
+# Kubernetes events about Rollouts (posted through kopf, to core/v1).
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 # Traffic routing: the weights in users' VirtualServices (and DestinationRule subsets).

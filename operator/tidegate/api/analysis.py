@@ -100,8 +100,9 @@ class MetricProvider(ApiModel):
 class Judge(ApiModel):
     """Compare the canary's samples with the stable's instead of a fixed threshold."""
 
-    query: str = Field(min_length=1)
-    """Range query run once per version; `{{hash}}` becomes that version's pod-template hash."""
+    query: str | None = None
+    """Range query run once per version; `{{hash}}` becomes that version's pod-template hash.
+    Omitted: the prometheus provider's query."""
     direction: Literal["Increase", "Decrease", "Either"] = "Increase"
     """Which change of the canary counts as worse."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1.0)

@@ -432,6 +432,8 @@ class RolloutStatus(ApiModel):
     """Runtime control: abort the rollout (written by `tidegate abort`)."""
     aborted_at: str | None = None
     """When the abort began."""
+    abort_message: str | None = None
+    """Why the operator aborted (an analysis run, the progress deadline)."""
     promote_full: bool = False
     """Runtime control: skip the remaining steps and analysis."""
     pause_conditions: list[PauseCondition] = Field(default_factory=list)

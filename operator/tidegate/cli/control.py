@@ -109,7 +109,7 @@ def decide_promote(rollout: Obj, full: bool, now: datetime) -> Decision:
             status["promoteFull"] = True
             done.append(f"promoting now: revision {preview} scales to full size, then becomes active")
         elif "BlueGreenPause" in reasons:
-            done.append(f"preview {preview} promoted: the active Service switches once it runs at full size")
+            done.append(f"preview {preview} becomes active once it runs at full size")
         elif conditions:
             done.append("pause cleared")
         return Decision(f"rollout {name} promoted: " + "; ".join(done), status=status, spec=spec)
@@ -168,7 +168,8 @@ def decide_retry(rollout: Obj, now: datetime) -> Decision:
     status: Obj = {
         "abort": False,
         "abortedAt": None,
-        "abortedRevision": None,
+        # abortedRevision stays: the operator recognises a retry by it (abort false on the
+        # aborted revision) and starts a new round of analysis runs.
         "pauseConditions": [],
         "controllerPause": False,
         "promoteFull": False,

@@ -29,8 +29,16 @@ async def _run(namespaces: tuple[str, ...], metrics_host: str, metrics_port: int
 
     marker = asyncio.create_task(mark_ready())
     try:
+        settings = kopf.OperatorSettings()
+        # Namespaced mode: no cluster-wide scans of namespaces (or CRDs), which a
+        # namespaced Role does not allow; the CRDs are installed before the operator.
+        settings.scanning.disabled = bool(namespaces)
         await kopf.operator(
-            clusterwide=not namespaces, namespaces=list(namespaces), standalone=True, ready_flag=ready
+            settings=settings,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            standalone=True,
+            ready_flag=ready,
         )
     finally:
         marker.cancel()
@@ -81,4 +89,6 @@ def command(
     setup_logging(log_level, json=log_format == "json")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # kopf logs every successful watch-event handler at INFO: one line per event.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_run(namespaces, metrics_host, metrics_port))

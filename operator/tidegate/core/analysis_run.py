@@ -454,7 +454,7 @@ def _texts(metric: Metric) -> list[str]:
         web = metric.provider.web
         texts += [web.url, *(header.value for header in web.headers), *([web.body] if web.body else [])]
     if metric.judge is not None:
-        texts.append(metric.judge.query)
+        texts.append(judge_text(metric))
     return texts
 
 
@@ -491,7 +491,7 @@ def _judge_problem(metric: Metric, pod_hashes: Mapping[str, str]) -> str | None:
             f"metric {metric.name}: a judge needs a prometheus provider "
             "(its address, authentication and range window/step are used for the judge's query)"
         )
-    if not HASH_PLACEHOLDER.search(metric.judge.query):
+    if not HASH_PLACEHOLDER.search(judge_text(metric)):
         return f"metric {metric.name}: the judge's query must contain {{{{hash}}}} to tell canary from stable"
     missing = [which for which in ("Stable", "Latest") if not pod_hashes.get(which)]
     if missing:
@@ -503,11 +503,20 @@ def _judge_problem(metric: Metric, pod_hashes: Mapping[str, str]) -> str | None:
     return None
 
 
+def judge_text(metric: Metric) -> str:
+    """The judge's own query, else the prometheus provider's (both may use `{{hash}}`)."""
+    if metric.judge is not None and metric.judge.query:
+        return metric.judge.query
+    if metric.provider is not None and metric.provider.prometheus is not None:
+        return metric.provider.prometheus.query
+    return ""
+
+
 def judge_query(metric: Metric, pod_hash: str) -> str:
     """The judge's query for one version: `{{hash}}` replaced by its pod-template hash."""
     if metric.judge is None:
         raise ValueError(f"metric {metric.name} has no judge")
-    return HASH_PLACEHOLDER.sub(lambda _match: pod_hash, metric.judge.query)
+    return HASH_PLACEHOLDER.sub(lambda _match: pod_hash, judge_text(metric))
 
 
 def _timing_problem(metric: Metric) -> str | None:

@@ -38,6 +38,7 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         if obs.rollout.status.current_pod_hash is not None:
             st["abort"] = False
             st.pop("abortedAt", None)
+            st.pop("abortMessage", None)
             p.event("NewRevision", f"new revision {current_hash}")
 
     from tidegate.core import analysis
@@ -99,10 +100,12 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         st["controllerPause"] = False
         st["abortedRevision"] = current_hash
         status_bg["promoting"] = False
-        p.message = "rollout aborted: the active Service stays on the stable version"
+        why = st.get("abortMessage") or "aborted by request"
+        p.message = f"rollout aborted ({why}): the active Service stays on the stable version"
         preview = rs_by_hash(obs, current_hash)
         if bg.preview_service:
             point_service(p, bg.preview_service, active_hash)
+            status_bg["previewSelector"] = active_hash
         if preview is not None and preview.replicas > 0:
             aborted_at = parse_time(st.get("abortedAt")) or obs.now
             remaining = (

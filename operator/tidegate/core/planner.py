@@ -316,6 +316,7 @@ def _reset_for_revision(p: _Pass, current_hash: str, steps_hash: str) -> None:
         st["abort"] = False
         st.pop("abortedAt", None)
         st.pop("abortedRevision", None)
+        st.pop("abortMessage", None)
 
 
 def detect_retry(p: _Pass, current_hash: str) -> None:
@@ -325,6 +326,7 @@ def detect_retry(p: _Pass, current_hash: str) -> None:
         st["analysisRound"] = int(st.get("analysisRound") or 0) + 1
         st.pop("abortedRevision", None)
         st.pop("abortedAt", None)
+        st.pop("abortMessage", None)
         p.event("RolloutRetried", f"retrying revision {current_hash} from the first step")
 
 
@@ -356,6 +358,7 @@ def abort_for(p: _Pass, run: AnalysisRunInfo | None, name: str) -> None:
     st = p.status
     st["abort"] = True
     text = analysis.fail_message(run) if run is not None else f"analysis run {name} failed"
+    st["abortMessage"] = text
     p.message = text
     p.event("AnalysisRunFailed", f"{text}; aborting", warning=True)
     p.wake_in(0.05)
@@ -388,6 +391,8 @@ def _plan_canary(p: _Pass, canary: CanaryStrategy, current_hash: str, template: 
         p.message = "paused by spec.paused; `tidegate resume` (or promote) continues"
 
     index = int(st.get("currentStepIndex") or 0)
+    if p.paused and (st.get("promoteFull") or index >= len(steps)):
+        return  # spec.paused holds the final promotion too
     if st.get("promoteFull") or index >= len(steps):
         _canary_promote(p, canary, current_hash, stable_hash, template, replicas)
         return
@@ -493,7 +498,8 @@ def _canary_aborted(
         in_place = _set_traffic(p, canary, 0, stable_hash, current_hash)
     else:
         in_place = False
-    p.message = "rollout aborted: all traffic on the stable version"
+    why = st.get("abortMessage") or "aborted by request"
+    p.message = f"rollout aborted ({why}): all traffic on the stable version"
     canary_rs = rs_by_hash(obs, current_hash)
     if canary_rs is not None and canary_rs.replicas > 0 and in_place:
         aborted_at = parse_time(st.get("abortedAt")) or obs.now
@@ -770,7 +776,7 @@ def _finish_status(p: _Pass, old: dict[str, Any]) -> None:
     if canary is not None:
         n = len(canary.steps)
         idx = min(int(st.get("currentStepIndex") or 0), n)
-        st["step"] = f"{idx}/{n}" if n else None
+        st["step"] = f"{min(idx + 1, n)}/{n}" if n else None  # 1-based, as in the messages
         weights = _weights_status(p, canary, st)
         st["canary"] = {**(st.get("canary") or {}), "weights": weights}
         if obs.router.kind == "istio":
@@ -784,7 +790,10 @@ def _finish_status(p: _Pass, old: dict[str, Any]) -> None:
         old.get(k) != st.get(k)
         for k in ("currentStepIndex", "availableReplicas", "updatedReplicas", "stableRS")
     ) or weight(old) != weight(st)
-    if moved or p.paused or p.complete or not st.get("progressAt"):
+    # Leaving a pause, or starting anew after being complete, restarts the clock too. A
+    # pass that changes nothing else must not touch it: the write would wake the next pass.
+    resumed = old.get("phase") in ("Paused", "Healthy") and not (p.paused or p.complete)
+    if moved or resumed or not st.get("progressAt"):
         st["progressAt"] = iso(obs.now)
     deadline_exceeded = False
     if not (p.complete or p.paused or p.aborted or p.invalid):
@@ -795,6 +804,7 @@ def _finish_status(p: _Pass, old: dict[str, Any]) -> None:
             p.message = f"no progress for {r.spec.progress_deadline_seconds}s: {p.message}"
             if r.spec.progress_deadline_abort and not st.get("abort"):
                 st["abort"] = True
+                st["abortMessage"] = f"no progress for {r.spec.progress_deadline_seconds}s"
                 p.event("ProgressDeadlineExceeded", p.message + "; aborting", warning=True)
                 p.wake_in(0.05)
             elif not _had_condition(old, "Progressing", "ProgressDeadlineExceeded"):
