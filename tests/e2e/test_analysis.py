@@ -212,8 +212,7 @@ def test_blue_green_pre_promotion_failure_keeps_the_active_service_on_the_old_ve
     s = given(kube).rollout(doc).watched(active_service="api-gateway")
     s.when().applied().then().phase("Healthy")
     old = kube.status("api-gateway")["stableRS"]
-    doc["spec"]["template"]["metadata"]["annotations"]["demo.tidegate.io/error-rate"] = "0.3"
-    t = s.when().image("registry.example/org/api-gateway:v1.2.3").then()
+    t = new_version(s, error_rate="0.3", image="registry.example/org/api-gateway:v1.2.3").then()
     t.phase("Degraded", timeout=120).message_contains("success-rate")
     sel = kube.get("service", "api-gateway")["spec"]["selector"]
     assert sel["rollouts-pod-template-hash"] == old
