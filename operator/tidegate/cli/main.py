@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "sandbox": "sandbox_cmd",
     "lint": "lint",
     "plan": "plan",
+    "demo": "demo",
     "get": "get",
     "list": "list_cmd",
     "status": "status_cmd",

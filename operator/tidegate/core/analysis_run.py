@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -57,8 +57,10 @@ from tidegate.core.assessment import (
 from tidegate.core.durations import DurationError, parse_duration
 from tidegate.core.expressions import CompiledExpression, ExpressionError
 from tidegate.core.hashing import HASH_LABEL
-from tidegate.core.judge import JudgePhase, JudgeVerdict, combine, judge_metric
 from tidegate.core.model import ROLLOUT_LABEL
+
+if TYPE_CHECKING:
+    from tidegate.core.judge import JudgePhase
 
 __all__ = [
     "API_VERSION",
@@ -689,6 +691,8 @@ def judged_measurement(
     The look number is the metric's measurements so far plus one, out of its `count`
     (planned looks; a metric without count plans as many looks as it has taken).
     """
+    from tidegate.core.judge import judge_metric  # numpy/scipy load only when a judge runs
+
     if metric.judge is None:
         raise ValueError(f"metric {metric.name} has no judge")
     look = result.count + 1
@@ -725,6 +729,8 @@ def _run_verdict(spec: AnalysisRunSpec, results: Sequence[MetricResult]) -> Verd
     metrics decides (a critical one fails it). Judged metrics that are still running, that
     errored, or that are dry-run go through assess_run like any other metric.
     """
+    from tidegate.core.judge import JudgeVerdict, combine
+
     judges: dict[str, Judge] = {metric.name: metric.judge for metric in spec.metrics if metric.judge}
     judged = [r for r in results if r.name in judges and not r.dry_run and r.phase in _JUDGED_OUTCOMES]
     plain = [r for r in results if r not in judged]
@@ -737,7 +743,7 @@ def _run_verdict(spec: AnalysisRunSpec, results: Sequence[MetricResult]) -> Verd
             (
                 judges[r.name],
                 JudgeVerdict(
-                    phase=cast(JudgePhase, r.phase),
+                    phase=cast("JudgePhase", r.phase),
                     canary_n=0,
                     stable_n=0,
                     p_value=None,

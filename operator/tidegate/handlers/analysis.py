@@ -76,6 +76,20 @@ def _post_verdict(body: Any, outcome: StepOutcome) -> None:
     )
 
 
+async def _count_outcomes(namespace: str, name: str) -> None:
+    """Per-metric outcomes of a finished run, for tidegate_analysis_outcomes_total."""
+    from tidegate.handlers.operator import TELEMETRY
+    from tidegate.k8s.client import call
+
+    api = _api()
+    run: Any = await call(api.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+    rollout = ((run.get("metadata") or {}).get("labels") or {}).get("rollout.tidegate.io/name", "")
+    for result in (run.get("status") or {}).get("metricResults") or []:
+        phase = result.get("phase")
+        if phase in ("Successful", "Failed", "Error", "Inconclusive"):
+            TELEMETRY.count_analysis_outcome(namespace, rollout, result.get("name", ""), phase)
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, when=_unfinished, cancellation_timeout=2.0)
 async def analysisrun_loop(**kwargs: Any) -> None:
     name: str = kwargs["name"]
@@ -110,6 +124,8 @@ async def analysisrun_loop(**kwargs: Any) -> None:
             if outcome.finished_now:
                 with contextlib.suppress(Exception):
                     _post_verdict(kwargs["body"], outcome)
+                with contextlib.suppress(Exception):
+                    await _count_outcomes(namespace, name)
             if outcome.finished:
                 return
             delay = outcome.delay
