@@ -17,7 +17,11 @@ def test_the_demo_runs_to_the_end_and_leaves_nothing_running() -> None:
     env = {**os.environ, "TIDEGATE_SANDBOX_DIR": str(directory)}
     proc = subprocess.run(
         [sys.executable, "-m", "tidegate.cli.demo", "--no-live"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

@@ -528,7 +528,11 @@ def test_build_analysis_run_from_templates_and_args(bare_kube: Kube, cluster_tem
 
 def test_prune_keeps_the_newest_finished_runs_per_outcome(bare_kube: Kube) -> None:
     kube = bare_kube
-    kube.apply(rollout_doc("web"))
+    doc = rollout_doc("web")
+    # A selector that does not match the template: the session operator (if it runs)
+    # reports InvalidSpec and never completes this rollout, so it never prunes its runs.
+    doc["spec"]["template"]["metadata"]["labels"] = {"app": "not-web"}
+    kube.apply(doc)
     uid = kube.rollout("web")["metadata"]["uid"]
     owner = {
         "apiVersion": "tidegate.io/v1alpha1",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import sys
 import types
@@ -538,7 +539,10 @@ class ClusterTemplates:
                 from kubernetes import client, config
 
                 configuration = client.Configuration()
-                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                # KUBECONFIG is read now: the client reads it only once, when first imported.
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+                )
                 configuration.retries = 0  # unreachable: say so at once
                 _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
                 self._namespace = (active or {}).get("context", {}).get("namespace") or "default"
