@@ -52,8 +52,9 @@ sandbox-up: install
 sandbox-down: install
 	$(BIN)/tidegate sandbox down
 
-bench: install
+bench: install testenv
 	$(BIN)/python bench/decisions.py
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
