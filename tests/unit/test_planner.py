@@ -460,3 +460,101 @@ def test_an_indefinitely_paused_rollout_settles_and_writes_nothing(seconds: floa
     paused = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
     diff = _settled(paused, lambda ro, now: observed(ro, sets, SERVICES_SPLIT, istio(25), now=now), seconds)
     assert diff == {}
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _run(name: str, phase: str, kind: str = "step") -> Any:
+    from tidegate.core.model import AnalysisRunInfo
+
+    return AnalysisRunInfo(
+        name=name, kind=kind, pod_hash=V2, phase=phase, message=f"metric m {phase.lower()}"
+    )
+
+
+def _with_runs(obs: Any, *runs: Any) -> Any:
+    return type(obs)(**{**obs.__dict__, "analysis_runs": tuple(runs)})
+
+
+ANALYSIS = {"templates": [{"templateName": "success-rate"}]}
+
+
+@pytest.mark.parametrize(
+    ("phase", "index", "abort", "paused"),
+    [
+        (None, 1, False, False),  # created, then waited for
+        ("Running", 1, False, False),
+        ("Successful", 2, False, False),
+        ("Failed", 1, True, False),
+        ("Error", 1, True, False),
+        ("Inconclusive", 1, False, True),
+    ],
+)
+def test_an_analysis_step_follows_its_run(phase: str | None, index: int, abort: bool, paused: bool) -> None:
+    from tidegate.core.model import CreateAnalysisRun
+
+    steps = [{"setWeight": 25}, {"analysis": ANALYSIS}, {"setWeight": 50}, {"pause": {}}]
+    r = with_status(canary_rollout(steps=steps), 1)
+    name = f"web-{V2}-s1-0"
+    obs = observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(25))
+    if phase is not None:
+        obs = _with_runs(obs, _run(name, phase))
+    p = plan(obs)
+    creates = of(p, CreateAnalysisRun)
+    assert [c.name for c in creates] == ([name] if phase is None else [])
+    assert p.status["currentStepIndex"] == index
+    assert bool(p.status.get("abort")) is abort
+    if abort:
+        assert "metric m" in p.status["message"] and p.status["abortMessage"].startswith(
+            f"analysis run {name}"
+        )
+    assert (p.status["phase"] == "Paused") is paused
+    if paused:
+        assert [c["reason"] for c in p.status["pauseConditions"]] == ["InconclusiveAnalysisRun"]
+
+
+def test_a_new_revision_terminates_the_previous_revisions_running_analysis() -> None:
+    from tidegate.core.model import AnalysisRunInfo, TerminateAnalysisRun
+
+    steps = [{"setWeight": 25}, {"analysis": ANALYSIS}]
+    r = canary_rollout(
+        image="web:3", steps=steps, status={"stableRS": V1, "currentPodHash": V2, "currentStepIndex": 1}
+    )
+    old = AnalysisRunInfo(name=f"web-{V2}-s1-0", kind="step", pod_hash=V2, phase="Running")
+    p = plan(
+        _with_runs(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(25)), old)
+    )
+    assert TerminateAnalysisRun(old.name) in of(p, TerminateAnalysisRun)
+
+
+def test_blue_green_pre_promotion_analysis_gates_the_switch() -> None:
+    from tidegate.core.model import CreateAnalysisRun
+
+    r = bg_rollout(status=bg_status(), prePromotionAnalysis=ANALYSIS)
+    sets = [rs("web:1", 3), rs("web:2", 3, revision=2)]
+    services = {"web-active": V1, "web-preview": V2}
+    p = plan(observed(r, sets, services))
+    assert [c.kind for c in of(p, CreateAnalysisRun)] == ["pre"]
+    assert not p.status["blueGreen"].get("promoting")
+    failed = plan(_with_runs(observed(r, sets, services), _run(f"web-{V2}-pre-0", "Failed", "pre")))
+    assert failed.status["abort"] is True
+    assert SetServiceSelector("web-active", V2) not in of(failed, SetServiceSelector)
+    passed = plan(_with_runs(observed(r, sets, services), _run(f"web-{V2}-pre-0", "Successful", "pre")))
+    assert passed.status["blueGreen"]["promoting"] is True
+
+
+def test_blue_green_post_promotion_failure_switches_back() -> None:
+    r = bg_rollout(status=bg_status(blueGreen={"promoting": True}), postPromotionAnalysis=ANALYSIS)
+    sets = [rs("web:1", 3), rs("web:2", 3, revision=2)]
+    switched = {"web-active": V2, "web-preview": V2}
+    running = plan(_with_runs(observed(r, sets, switched), _run(f"web-{V2}-post-0", "Running", "post")))
+    assert running.status["stableRS"] == V1, "not stable until the post-promotion analysis passes"
+    assert of(running, ScaleReplicaSet) == [], "the previous version stays scaled up"
+    failed = plan(_with_runs(observed(r, sets, switched), _run(f"web-{V2}-post-0", "Failed", "post")))
+    assert failed.status["abort"] is True
+    aborted = bg_rollout(
+        status=bg_status(abort=True, blueGreen={"promoting": False}), postPromotionAnalysis=ANALYSIS
+    )
+    back = plan(observed(aborted, sets, switched))
+    assert SetServiceSelector("web-active", V1) in of(back, SetServiceSelector)

@@ -58,6 +58,7 @@ from tidegate.core.durations import DurationError, parse_duration
 from tidegate.core.expressions import CompiledExpression, ExpressionError
 from tidegate.core.hashing import HASH_LABEL
 from tidegate.core.model import ROLLOUT_LABEL
+from tidegate.core.patches import merge_patch
 
 if TYPE_CHECKING:
     from tidegate.core.judge import JudgePhase
@@ -796,25 +797,6 @@ def conclude(
     elif phase == "Pending":
         phase = "Running"
     return status.model_copy(update={"phase": phase, "message": message, "metric_results": results})
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch (RFC 7386) turning `old` into `new`; empty when they are equal.
-
-    Lists are replaced whole, as merge patches do; keys gone from `new` become null.
-    """
-    patch: dict[str, Any] = {}
-    for key in {*old, *new}:
-        before, after = old.get(key), new.get(key)
-        if before == after:
-            continue
-        if isinstance(before, Mapping) and isinstance(after, Mapping):
-            nested = merge_patch(before, after)
-            if nested:
-                patch[key] = nested
-        else:
-            patch[key] = after
-    return patch
 
 
 # --- pruning ---------------------------------------------------------------------------

@@ -41,8 +41,7 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             st.pop("abortMessage", None)
             p.event("NewRevision", f"new revision {current_hash}")
 
-    from tidegate.core import analysis
-    from tidegate.core.planner import abort_for, detect_retry, inconclusive_pause
+    from tidegate.core.planner import detect_retry
 
     detect_retry(p, current_hash)
     active_hash = st.get("stableRS")
@@ -147,25 +146,10 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         status_bg["previewSelector"] = current_hash
         if not st.get("stepStartedAt"):
             st["stepStartedAt"] = iso(obs.now)
-        if bg.pre_promotion_analysis is not None:
-            outcome, run, name = analysis.ensure(
-                p,
-                bg.pre_promotion_analysis,
-                kind="pre",
-                tag="pre",
-                stable_hash=active_hash,
-                latest_hash=current_hash,
-            )
-            status_bg["prePromotionAnalysisRunStatus"] = analysis.run_status(run, name)
-            if outcome == "failed":
-                abort_for(p, run, name)
-                return
-            if outcome == "inconclusive":
-                if not inconclusive_pause(p, "pre-promotion"):
-                    return
-            elif outcome != "successful":
-                p.message = f"preview ready; pre-promotion analysis {name} running"
-                return
+        if bg.pre_promotion_analysis is not None and not _analysis_passed(
+            p, bg.pre_promotion_analysis, "pre", active_hash, current_hash, "preview ready"
+        ):
+            return
         if not bg.auto_promotion_enabled:
             if not _pause_for_person(p, False):
                 p.message = "preview ready; paused until promoted (`tidegate promote`)"
@@ -195,26 +179,16 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         p.message = "switched the active Service"
         if bg.post_promotion_analysis is not None:
             return  # read the switch back before the post-promotion analysis starts
-    if bg.post_promotion_analysis is not None:
+    if bg.post_promotion_analysis is not None and not _analysis_passed(
         # The previous version stays scaled up until this passes: a failure switches back.
-        outcome, run, name = analysis.ensure(
-            p,
-            bg.post_promotion_analysis,
-            kind="post",
-            tag="post",
-            stable_hash=active_hash,
-            latest_hash=current_hash,
-        )
-        status_bg["postPromotionAnalysisRunStatus"] = analysis.run_status(run, name)
-        if outcome == "failed":
-            abort_for(p, run, name)
-            return
-        if outcome == "inconclusive":
-            if not inconclusive_pause(p, "post-promotion"):
-                return
-        elif outcome != "successful":
-            p.message = f"switched; post-promotion analysis {name} running"
-            return
+        p,
+        bg.post_promotion_analysis,
+        "post",
+        active_hash,
+        current_hash,
+        "switched",
+    ):
+        return
     st["stableRS"] = current_hash
     status_bg["promoting"] = False
     st["promoteFull"] = False
@@ -223,6 +197,28 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
     p.event("RolloutPromoted", f"active Service {bg.active_service} switched to {current_hash}")
     p.message = "switched the active Service"
     p.wake_in(0.05)
+
+
+def _analysis_passed(
+    p: _Pass, spec: Any, where: str, stable_hash: str, latest_hash: str, situation: str
+) -> bool:
+    """Run the pre- or post-promotion analysis; True once it passed (or a person promoted past it)."""
+    from tidegate.core import analysis
+    from tidegate.core.planner import abort_for, inconclusive_pause
+
+    outcome, run, name = analysis.ensure(
+        p, spec, kind=where, tag=where, stable_hash=stable_hash, latest_hash=latest_hash
+    )
+    p.status["blueGreen"][f"{where}PromotionAnalysisRunStatus"] = analysis.run_status(run, name)
+    if outcome == "failed":
+        abort_for(p, run, name)
+        return False
+    if outcome == "inconclusive":
+        return inconclusive_pause(p, f"{where}-promotion")
+    if outcome != "successful":
+        p.message = f"{situation}; {where}-promotion analysis {name} running"
+        return False
+    return True
 
 
 def _template(p: _Pass, pod_hash: str, fallback: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tidegate.core.model import (
     SetTraffic,
     TerminateAnalysisRun,
 )
+from tidegate.core.patches import merge_patch
 from tidegate.core.planner import iso
 from tidegate.k8s.client import ApiException, Clients, call
 from tidegate.routers import TrafficRouter
@@ -77,19 +78,8 @@ def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, An
 
 
 def status_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning `old` into `new` (top-level keys; nested dicts recursed)."""
-    patch: dict[str, Any] = {}
-    for key in set(old) | set(new):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            sub = status_diff(a, b)
-            if sub:
-                patch[key] = sub
-        else:
-            patch[key] = b
-    return patch
+    """The merge patch turning the stored status into the planned one (empty: write nothing)."""
+    return merge_patch(old, new)
 
 
 async def execute(
