@@ -29,3 +29,20 @@ def test_the_demo_runs_to_the_end_and_leaves_nothing_running() -> None:
     assert "version 3.0 aborted by analysis" in out and "success-rate" in out
     assert "Nothing left running" in out
     assert not directory.exists(), "the sandbox's state was not removed"
+    assert _processes_mentioning(str(directory)) == [], "sandbox processes left running"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (the sandbox's folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
