@@ -558,3 +558,24 @@ def test_blue_green_post_promotion_failure_switches_back() -> None:
     )
     back = plan(observed(aborted, sets, switched))
     assert SetServiceSelector("web-active", V1) in of(back, SetServiceSelector)
+
+
+def test_old_replicasets_beyond_the_history_limit_are_deleted() -> None:
+    from tests.unit.planner_fixtures import h
+    from tidegate.core.model import DeleteReplicaSet
+
+    r = canary_rollout(
+        image="web:4", status={"stableRS": h("web:4"), "currentPodHash": h("web:4"), "currentStepIndex": 2}
+    )
+    r = r.model_copy(update={"spec": r.spec.model_copy(update={"revision_history_limit": 1})})
+    r = r.model_copy(update={"status": r.status.model_copy(update={"current_step_hash": steps_hash(r)})})
+    sets = [
+        rs("web:1", 0, revision=1),
+        rs("web:2", 0, revision=2),
+        rs("web:3", 0, revision=3),
+        rs("web:4", 4, revision=4),
+    ]
+    svcs = {"web-stable": h("web:4"), "web-canary": h("web:4")}
+    p = plan(observed(r, sets, svcs, istio()))
+    assert p.status["phase"] == "Healthy"
+    assert sorted(a.name for a in of(p, DeleteReplicaSet)) == sorted([f"web-{V1}", f"web-{V2}"])

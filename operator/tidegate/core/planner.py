@@ -21,6 +21,7 @@ from tidegate.core.model import (
     AnalysisRunInfo,
     AnyAction,
     CreateReplicaSet,
+    DeleteReplicaSet,
     Event,
     HeaderRoute,
     MarkScaleDown,
@@ -128,8 +129,28 @@ def plan(obs: ObservedState) -> Plan:
         analysis.terminate_unwanted(p)
 
     _restart(p)
+    _trim_history(p)
     _finish_status(p, old)
     return Plan(actions=tuple(p.actions), status=p.status, requeue_after=p.requeue)
+
+
+def _trim_history(p: _Pass) -> None:
+    """Keep revisionHistoryLimit old ReplicaSets (scaled to 0) for undo; delete older ones."""
+    if p.invalid or not p.complete:
+        return
+    keep = {p.status.get("stableRS"), p.status.get("currentPodHash")}
+    old = [
+        rs
+        for rs in p.obs.replica_sets
+        if rs.pod_hash not in keep and rs.replicas == 0 and rs.status_replicas == 0
+    ]
+    old.sort(key=lambda rs: rs.revision, reverse=True)
+    for rs in old[p.obs.rollout.spec.revision_history_limit :]:
+        p.actions.append(DeleteReplicaSet(rs.name))
+        p.event(
+            "ReplicaSetDeleted",
+            f"deleted ReplicaSet {rs.name} (revision {rs.revision}): past revisionHistoryLimit",
+        )
 
 
 def restart_pending(r: Rollout) -> bool:
