@@ -540,11 +540,12 @@ class ClusterTemplates:
 
                 configuration = client.Configuration()
                 # KUBECONFIG is read now: the client reads it only once, when first imported.
+                path = os.environ.get("KUBECONFIG") or None
                 config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+                    config_file=path, client_configuration=configuration
                 )
                 configuration.retries = 0  # unreachable: say so at once
-                _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+                _, active = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
                 self._namespace = (active or {}).get("context", {}).get("namespace") or "default"
                 self._api = client.CustomObjectsApi(client.ApiClient(configuration))
             except Exception as exc:
