@@ -403,7 +403,21 @@ def test_demo_pods_get_processes_scraped_by_prometheus_with_load_split_by_the_vi
             _replica_set("web-canary", CANARY, 1, "0.2", "40"),
         ]
     )
-    bare_kube.kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=60s")
+    # The ReplicaSet controller creates the pods a moment later: wait for all three, Ready.
+    wait_until(
+        lambda: (
+            sum(
+                1
+                for p in bare_kube.list("pods")
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])
+                )
+            )
+            == 3
+        ),
+        60,
+        what="3 demo pods Ready",
+    )
     ready_at = time.monotonic()
 
     # One process per Ready pod, recorded with its hash, answering on 127.0.0.1.
