@@ -194,7 +194,6 @@ def test_operator_restart_mid_pause_keeps_the_pause_timing(kube: Kube, operator:
     seen_steps: list[int] = []
     operator.kill()
     try:
-        time.sleep(0)  # the kill is synchronous; no waiting needed
         operator.start()
 
         def advanced() -> bool:
