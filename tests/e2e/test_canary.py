@@ -109,8 +109,11 @@ def test_abort_midway_then_retry(kube: Kube) -> None:
     t = s.when().image("registry.example/web:2.0").then().weight(30).phase("Paused")
     t = t.when().aborted().then().weight(0).phase("Degraded").message_contains("aborted")
     t.replica_sets({"registry.example/web:1.0": 4}, timeout=30)
-    events = {e["reason"] for e in kube.list("events") if e["involvedObject"]["kind"] == "Rollout"}
-    assert "RolloutAborted" in events
+    wait_until(
+        lambda: any(e["reason"] == "RolloutAborted" for e in kube.list("events")),
+        30,
+        what="a RolloutAborted Event",
+    )
     t.when().retried().then().weight(30).phase("Paused")
     s.finish()
 
@@ -137,8 +140,15 @@ def test_update_midway_restarts_the_steps_with_a_new_canary(kube: Kube) -> None:
     t = t.when().image("registry.example/web:3.0").then()
     t.holds(lambda: kube.status("web")["currentPodHash"] != first_canary, "a new canary revision")
     t.weight(25).step(1).phase("Paused")
-    events = [e["message"] for e in kube.list("events") if e["reason"] == "NewRevision"]
-    assert any("starting the steps from the beginning" in m for m in events)
+    wait_until(
+        lambda: any(
+            "starting the steps from the beginning" in e["message"]
+            for e in kube.list("events")
+            if e["reason"] == "NewRevision"
+        ),
+        30,
+        what="a NewRevision Event",
+    )
     t.replica_sets({"registry.example/web:1.0": 4, "registry.example/web:3.0": 1}, timeout=30)
     s.finish()
 

@@ -92,6 +92,9 @@ def test_restart_replaces_every_pod_within_the_disruption_budget(kube: Kube) -> 
     assert not (before & after), f"pods not replaced: {before & after}"
     assert len(after) == 3
     assert min(lowest) >= 2, f"ready pods dropped to {min(lowest)} (PDB minAvailable 2)"
-    evictions = [e for e in kube.list("events") if e["reason"] in ("RestartCompleted",)]
-    assert evictions, "no RestartCompleted event"
+    wait_until(
+        lambda: any(e["reason"] == "RestartCompleted" for e in kube.list("events")),
+        30,
+        what="a RestartCompleted Event",
+    )
     assert kube.status("web")["phase"] == "Healthy"

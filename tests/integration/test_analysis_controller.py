@@ -194,8 +194,12 @@ def test_a_good_run_succeeds_after_three_measurements(kube: Kube, prometheus_url
     times = [m["finishedAt"] for m in result["measurements"]]
     assert times == sorted(times)
     assert status["message"] == "all metrics successful: success-rate"
-    events = kube.list("events")
-    assert any(e["reason"] == "AnalysisRunSuccessful" for e in events), [e["reason"] for e in events]
+    # kopf posts Events from a queue, a moment after the status write.
+    wait_until(
+        lambda: any(e["reason"] == "AnalysisRunSuccessful" for e in kube.list("events")),
+        30,
+        what="an AnalysisRunSuccessful Event",
+    )
 
 
 def test_a_failing_run_fails_naming_the_metric_and_the_value(kube: Kube, prometheus_url: str) -> None:

@@ -65,9 +65,15 @@ def test_rollout_reaches_ready_with_running_pods(kube: Kube) -> None:
     assert len(pods) == 3
     assert all(p["status"]["phase"] == "Running" for p in pods)
     assert all(p["spec"]["nodeName"].startswith("kwok-node-") for p in pods)
-    events = kube.list("events")
-    reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "Rollout"}
-    assert "ReplicaSetCreated" in reasons and "RolloutHealthy" in reasons
+    # kopf posts Events from a queue, a moment after the status write.
+    wait_until(
+        lambda: (
+            {"ReplicaSetCreated", "RolloutHealthy"}
+            <= {e["reason"] for e in kube.list("events") if e["involvedObject"]["kind"] == "Rollout"}
+        ),
+        30,
+        what="ReplicaSetCreated and RolloutHealthy Events",
+    )
 
 
 def test_scale_goes_through_the_scale_subresource(kube: Kube) -> None:

@@ -534,6 +534,16 @@ def test_the_operator_as_the_charts_account_drives_a_canary_to_completion(
     assert st["stableRS"] == st["currentPodHash"] != first
 
     # It walked every step: weights 10, 50, 100 and back to 0; three pauses; a promotion.
+    expected = [
+        "canary weight 0% -> 10%",
+        "canary weight 10% -> 50%",
+        "canary weight 50% -> 100%",
+        "canary weight 100% -> 0%",
+    ]
+    # kopf posts Events from a queue: the last one may trail the status by a moment.
+    wait_until(
+        lambda: rollout_events(kube, "TrafficWeightSet")[-4:] == expected, 30, what="the weight Events"
+    )
     weights = rollout_events(kube, "TrafficWeightSet")
     assert weights[-4:] == [
         "canary weight 0% -> 10%",
