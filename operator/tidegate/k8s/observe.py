@@ -161,7 +161,10 @@ async def pods_created_before(
         created = _time(meta.get("creationTimestamp"))
         if meta.get("deletionTimestamp") or created is None or limit is None:
             continue
-        if created < limit:
+        # creationTimestamp has whole seconds: a pod stamped with restartAt's own second
+        # may predate it, so it is replaced too (a replacement made in that second at
+        # worst goes round once more).
+        if created <= limit:
             names.append(meta["name"])
     return tuple(sorted(names))
 
