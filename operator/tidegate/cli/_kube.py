@@ -278,45 +278,28 @@ class Cluster:
 
     def patch_status(self, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         """JSON merge patch of the status subresource (runtime control GitOps never reverts)."""
-        body: Obj = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return cast(
-            Obj,
-            _body(
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "rollouts",
-                    name,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _preload_content=False,
-                )
-            ),
+        return self._merge(
+            self.custom.patch_namespaced_custom_object_status, name, {"status": status}, resource_version
         )
 
     def patch_spec(self, name: str, spec: Obj, resource_version: str | None = None) -> Obj:
         """JSON merge patch of the Rollout's spec."""
-        body: Obj = {"spec": spec}
+        return self._merge(self.custom.patch_namespaced_custom_object, name, {"spec": spec}, resource_version)
+
+    def _merge(self, patch: Any, name: str, body: Obj, resource_version: str | None) -> Obj:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return cast(
-            Obj,
-            _body(
-                self.custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "rollouts",
-                    name,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _preload_content=False,
-                )
-            ),
+        response = patch(
+            GROUP,
+            VERSION,
+            self.namespace,
+            "rollouts",
+            name,
+            body,
+            field_manager=FIELD_MANAGER,
+            _preload_content=False,
         )
+        return cast(Obj, _body(response))
 
     def json_patch(self, name: str, operations: list[Obj]) -> Obj:
         """RFC 6902 JSON patch of the Rollout (`test` operations make it conditional)."""

@@ -44,6 +44,7 @@ from tidegate.api.rollout import AnalysisRunArgument, MeasurementRetention, Metr
 from tidegate.core.args import placeholders
 from tidegate.core.assessment import (
     Verdict,
+    _parse_time,
     assess_metric,
     assess_run,
     assess_value,
@@ -556,16 +557,6 @@ def metric_problems(spec: AnalysisRunSpec, *, pod_hashes: Mapping[str, str]) -> 
 
 
 # --- running ---------------------------------------------------------------------------
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def start(
