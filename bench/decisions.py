@@ -1,37 +1,43 @@
-"""Decision quality of canary judges on simulated metric streams (no cluster, fixed seeds).
+"""Decision quality of canary judges, decided by the operator's own AnalysisRun code.
 
-    .venv/bin/python bench/decisions.py [--json] [--trials N] [--seed S] [--step SECONDS] [--canary-rps R]
+    .venv/bin/python bench/decisions.py [--json] [--trials N] [--seed S] [--classes A,B]
 
-Every trial simulates one canary analysis: `intervals` measurements, one a minute, of a
-service whose stable version takes 900 requests/s and whose canary takes 100 requests/s
-(setWeight 10 of 1000 requests/s). Requests per step are Poisson, errors binomial,
-latencies lognormal (median 80 ms, sigma 0.5, so p99 ~ 256 ms). Each trial has its own
-baseline (error rate and latency vary from day to day), a slow drift over the analysis
-shared by both versions (load), step-to-step noise shared by both (hiccups) and a little
-noise of each version's own. Per-step p99s are drawn exactly as the linear-interpolated
-sample quantile of that step's requests (order statistics), not from histogram buckets.
+Every trial simulates one canary analysis and runs it through the functions the controller
+runs (`k8s.analysis.step_analysis_run` -> `core.analysis_run`): `begin_step` (start,
+conclude, which metrics are due), then per due metric the queries `judge_queries` names,
+answered by a simulated Prometheus on the span `judged_window` gives, turned into judge data
+by `judge_data` and judged by `judged_measurement` (thresholds: the provider's own
+`_instant_result`, then `measurement_of`), then `finish_step` (record, conclude, stop as
+soon as the outcome is settled) and `next_due` for the next step's time. Nothing here
+decides; `tests/unit/test_bench_decisions.py` checks that step_analysis_run and this
+driver give the same measurements and verdicts on the same data.
 
-Classes: a healthy canary (A/A); error rate x2; p99 latency +30% (tail only, median
-unchanged); latency +10% (whole distribution); a healthy canary with very little traffic.
+The service: stable 900 requests/s, canary 100 requests/s (setWeight 10 of 1000 requests/s);
+requests per 10 s step Poisson, errors binomial (baseline 0.5%), latencies lognormal
+(median 80 ms, sigma 0.5, p99 ~ 256 ms), recorded in a histogram with bounds 5% apart.
+Each trial has its own baseline (day-to-day), a slow drift shared by both versions, step
+noise shared by both, and a little noise of each version's own (overdispersion the
+sequential tests do not model). The analysis: 2 metrics (errors, latency), initialDelay
+60 s, interval 60 s, count 5, i.e. looks at 1..5 minutes.
 
-Judges, all on the SAME streams:
+Classes: healthy A/A; error rate x2; p99 +30% (tail only, median unchanged); latency +10%
+(whole distribution); very little canary traffic (0.2 requests/s); and one the judges
+were not tuned on: a slow leak, the canary's error rate rising linearly from x1 to x3.
 
-- threshold, as users write them in Argo Rollouts: success rate over the canary's last
-  minute `>= 0.99` (baseline error rate 0.5%) and p99 over the last minute `< 300 ms`
-  (~1.17x the baseline p99); a measurement with no data (NaN) fails, as `NaN >= 0.99` is
-  false; failureLimit 0 (abort on the first failed measurement) and 1 (on the second).
-- statistical: tidegate.core.judge on both metrics (direction Increase, confidence 0.99,
-  tolerance 5%), samples = one value per step (default 10 s, assuming a 5 s scrape) since
-  the start of the analysis, for each version; a step with fewer than 20 requests gives no
-  sample (the judged query filters on traffic, e.g. `... and increase(requests[10s]) >= 20`).
-  Looks corrected by Pocock-type alpha spending over the 5 planned looks (the default),
-  by Bonferroni, or not corrected. combine() with passScore 0.9 and marginalScore 0.6
-  at every look: Failed aborts at once; otherwise the analysis goes on, and the last
-  look's verdict is the run's (Inconclusive pauses for a person, Successful passes).
+Judges (AnalysisTemplates), on the SAME streams:
 
-Rate = share of trials that aborted: detection rate for regressions, false-abort rate for
-healthy canaries; 95% Wilson interval. median_intervals = median interval at which the
-run reached its verdict (abort, pause, or pass after the last interval).
+- threshold: success rate over the canary's last minute `result[0] >= 0.99` and p99 over
+  the last minute `result[0] < 0.3`; failureLimit 0 or 1; Tidegate's noDataPolicy
+  Inconclusive (an empty window pauses), and noDataPolicy Failed, which is what Argo's
+  `NaN >= 0.99` (false: a failed measurement) does;
+- Mann-Whitney (alpha spending over count 5): per-step error ratios and p99s (10 s steps,
+  steps with fewer than 20 requests left out), confidence 0.99, tolerance 5%;
+- sequential: Counts (5xx against requests, per 10 s step) and Distribution (the histogram's
+  buckets, p50 and p99), confidence 0.99, tolerance 5%.
+
+Rate = share of trials the run aborted (Failed): detection for regressions, false aborts for
+healthy canaries, with a 95% Wilson interval; rate_within_two: aborted by the second look;
+median_intervals / median_seconds: when the run reached its verdict (abort, pause or pass).
 """
 
 from __future__ import annotations
@@ -41,29 +47,43 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 try:
-    from tidegate.api.analysis import Judge
-    from tidegate.core.judge import JudgeVerdict, combine, judge_metric
+    from tidegate.api.analysis import AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric
+    from tidegate.core import analysis_run as runs
+    from tidegate.core.assessment import compile_conditions
+    from tidegate.metrics.prometheus import PrometheusMetricProvider
 except ImportError:  # run from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-    from tidegate.api.analysis import Judge
-    from tidegate.core.judge import JudgeVerdict, combine, judge_metric
+    from tidegate.api.analysis import AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric
+    from tidegate.core import analysis_run as runs
+    from tidegate.core.assessment import compile_conditions
+    from tidegate.metrics.prometheus import PrometheusMetricProvider
 
-Outcome = Literal["abort", "pause", "pass"]
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 Z99 = float(ndtri(0.99))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HASHES = {"Latest": "canary", "Stable": "stable"}
 
-CLASSES: tuple[str, ...] = ("healthy A/A", "error rate x2", "p99 latency +30%", "latency +10%", "low traffic")
+CLASSES: tuple[str, ...] = (
+    "healthy A/A",
+    "error rate x2",
+    "p99 latency +30%",
+    "latency +10%",
+    "low traffic",
+    "slow leak to x3",
+)
 HEALTHY: frozenset[str] = frozenset({"healthy A/A", "low traffic"})
+UNTUNED: frozenset[str] = frozenset({"slow leak to x3"})
 
 
 @dataclass(frozen=True)
@@ -78,16 +98,17 @@ class World:
     low_canary_rps: float = 0.2
     error_rate: float = 0.005
     error_day_sd: float = 0.25
-    """Log-sd of a trial's baseline error rate around error_rate (day-to-day variation)."""
     latency_median_s: float = 0.080
     latency_sigma: float = 0.5
     latency_day_sd: float = 0.08
     drift_sd: float = 0.10
-    """Log-sd of the drift (shared by both versions) from the start to the end of a trial."""
     shared_step_sd_latency: float = 0.03
     shared_step_sd_error: float = 0.20
     own_step_sd_latency: float = 0.02
     own_step_sd_error: float = 0.10
+    bucket_factor: float = 1.05
+    bucket_low_s: float = 0.005
+    bucket_high_s: float = 10.0
 
     @property
     def steps_per_interval(self) -> int:
@@ -97,18 +118,21 @@ class World:
     def steps(self) -> int:
         return self.intervals * self.steps_per_interval
 
+    @property
+    def bounds(self) -> FloatArray:
+        count = math.ceil(math.log(self.bucket_high_s / self.bucket_low_s) / math.log(self.bucket_factor)) + 1
+        return np.asarray(self.bucket_low_s * self.bucket_factor ** np.arange(count), dtype=np.float64)
+
 
 @dataclass(frozen=True)
 class Regression:
-    """How the canary differs from the stable in one class."""
-
     error_factor: float = 1.0
+    error_factor_end: float | None = None
+    """The error factor at the end of the analysis, rising linearly from error_factor."""
     latency_factor: float = 1.0
-    """Scales every latency (median and p99)."""
     p99_factor: float = 1.0
-    """Scales the p99 by widening the tail, median unchanged."""
+    """Widens the tail so that p99 grows by this factor, median unchanged."""
     low_traffic: bool = False
-    """The canary gets World.low_canary_rps instead of World.canary_rps."""
 
 
 REGRESSIONS: dict[str, Regression] = {
@@ -117,26 +141,31 @@ REGRESSIONS: dict[str, Regression] = {
     "p99 latency +30%": Regression(p99_factor=1.3),
     "latency +10%": Regression(latency_factor=1.1),
     "low traffic": Regression(low_traffic=True),
+    "slow leak to x3": Regression(error_factor=1.0, error_factor_end=3.0),
 }
 
 
 @dataclass(frozen=True)
-class Streams:
-    """What Prometheus would answer in `trials` analyses; (trials, steps) or (trials, intervals) arrays."""
+class Version:
+    """One version's simulated steps, (trials, steps) arrays, and its histogram."""
 
-    canary_requests: FloatArray
-    stable_requests: FloatArray
-    canary_error_ratio: FloatArray
-    stable_error_ratio: FloatArray
-    canary_p99: FloatArray
-    stable_p99: FloatArray
-    canary_interval_error_ratio: FloatArray
-    canary_interval_p99: FloatArray
-    steps_per_interval: int
+    requests: FloatArray
+    errors: FloatArray
+    p99: FloatArray
+    buckets: np.ndarray[Any, np.dtype[np.int64]]
+    """(trials, steps, bounds): cumulative counts at or below each bound."""
+
+
+@dataclass(frozen=True)
+class Streams:
+    canary: Version
+    stable: Version
+    bounds: FloatArray
+    world: World
 
     @property
     def trials(self) -> int:
-        return int(self.canary_requests.shape[0])
+        return int(self.canary.requests.shape[0])
 
 
 def sample_quantile(
@@ -160,170 +189,256 @@ def sample_quantile(
 
 
 def generate(world: World, regression: Regression, trials: int, rng: np.random.Generator) -> Streams:
-    """Simulate `trials` analyses of one class; vectorised over trials and steps."""
+    """Simulate `trials` analyses of one class, vectorised over trials and steps."""
     steps = world.steps
     shape = (trials, steps)
     t = (np.arange(steps) + 0.5) / steps
-    drift = rng.normal(0.0, world.drift_sd, (trials, 1)) * (t - 0.5)  # log-factor, shared
+    drift = rng.normal(0.0, world.drift_sd, (trials, 1)) * (t - 0.5)
     day_error = rng.normal(0.0, world.error_day_sd, (trials, 1))
     day_latency = rng.normal(0.0, world.latency_day_sd, (trials, 1))
     shared_error = rng.normal(0.0, world.shared_step_sd_error, shape)
     shared_latency = rng.normal(0.0, world.shared_step_sd_latency, shape)
-
-    canary_rps = world.low_canary_rps if regression.low_traffic else world.canary_rps
-    sigma = world.latency_sigma
-    canary_sigma = sigma + math.log(regression.p99_factor) / Z99
     base_log_error = math.log(world.error_rate) + day_error + drift + shared_error
     base_mu = math.log(world.latency_median_s) + day_latency + drift + shared_latency
+    bounds = world.bounds
 
-    def version(
-        rps: float, error_factor: float, latency_factor: float, version_sigma: float
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    def version(rps: float, error_factor: FloatArray, latency_factor: float, sigma: float) -> Version:
         requests = rng.poisson(rps * world.step_s, shape).astype(np.float64)
-        log_error = base_log_error + math.log(error_factor) + rng.normal(0.0, world.own_step_sd_error, shape)
-        error_p = np.minimum(np.exp(log_error), 1.0)
-        errors = rng.binomial(requests.astype(np.int64), error_p).astype(np.float64)
-        mu = base_mu + math.log(latency_factor) + rng.normal(0.0, world.own_step_sd_latency, shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = errors / requests
-        p99 = sample_quantile(rng, requests, 0.99, mu, np.full(shape, version_sigma))
-        return requests, errors, ratio, p99, mu
-
-    c_req, c_err, c_ratio, c_p99, c_mu = version(
-        canary_rps, regression.error_factor, regression.latency_factor, canary_sigma
-    )
-    s_req, _, s_ratio, s_p99, _ = version(world.stable_rps, 1.0, 1.0, sigma)
-
-    # The threshold judge's view: the canary's last minute as one window.
-    per = world.steps_per_interval
-    win_req = c_req.reshape(trials, world.intervals, per).sum(axis=2)
-    win_err = c_err.reshape(trials, world.intervals, per).sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        win_ratio = win_err / win_req
-    # The minute pools steps with slightly different log-scales: a lognormal with their
-    # traffic-weighted mean log-scale and a sigma widened by their spread matches it closely.
-    mus = c_mu.reshape(trials, world.intervals, per)
-    weights = c_req.reshape(trials, world.intervals, per) + 1e-12
-    mean_mu = (mus * weights).sum(axis=2) / weights.sum(axis=2)
-    spread = ((mus - mean_mu[..., None]) ** 2 * weights).sum(axis=2) / weights.sum(axis=2)
-    win_p99 = sample_quantile(rng, win_req, 0.99, mean_mu, np.sqrt(canary_sigma**2 + spread))
-    return Streams(c_req, s_req, c_ratio, s_ratio, c_p99, s_p99, win_ratio, win_p99, per)
-
-
-# --- judges -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ThresholdJudge:
-    """Argo-style: fixed lines on the canary alone, failureLimit failed measurements tolerated."""
-
-    success_rate_min: float = 0.99
-    p99_max_s: float = 0.300
-    failure_limit: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"threshold, failureLimit {self.failure_limit}"
-
-    def run(self, streams: Streams) -> tuple[list[Outcome], list[int]]:
-        with np.errstate(invalid="ignore"):
-            # NaN compares false: a window without data is a failed measurement, as in Argo.
-            error_failed = ~(1.0 - streams.canary_interval_error_ratio >= self.success_rate_min)
-            latency_failed = ~(streams.canary_interval_p99 < self.p99_max_s)
-        outcomes: list[Outcome] = []
-        intervals: list[int] = []
-        limit = self.failure_limit
-        aborted = (np.cumsum(error_failed, axis=1) > limit) | (np.cumsum(latency_failed, axis=1) > limit)
-        for row in aborted:
-            hits = np.flatnonzero(row)
-            if hits.size:
-                outcomes.append("abort")
-                intervals.append(int(hits[0]) + 1)
-            else:
-                outcomes.append("pass")
-                intervals.append(row.size)
-        return outcomes, intervals
-
-
-Correction = Literal["spending", "bonferroni", "none"]
-
-
-@dataclass(frozen=True)
-class StatisticalJudge:
-    """tidegate.core.judge on per-step samples since the analysis began, both metrics."""
-
-    correction: Correction = "spending"
-    confidence: float = 0.99
-    tolerance: float = 0.05
-    min_requests: float = 20.0
-    pass_score: float = 0.9
-    marginal_score: float = 0.6
-
-    @property
-    def name(self) -> str:
-        return {
-            "spending": "statistical (alpha spending)",
-            "bonferroni": "statistical (Bonferroni)",
-            "none": "statistical (no correction)",
-        }[self.correction]
-
-    def run(self, streams: Streams) -> tuple[list[Outcome], list[int]]:
-        per = streams.steps_per_interval
-        looks = streams.canary_error_ratio.shape[1] // per
-        confidence = self.confidence
-        if self.correction == "bonferroni":
-            confidence = 1.0 - (1.0 - self.confidence) / looks
-        error_judge = Judge(query="errors{{hash}}", confidence=confidence, tolerance=self.tolerance)
-        latency_judge = Judge(query="p99{{hash}}", confidence=confidence, tolerance=self.tolerance)
-        # The judged query returns no sample for a step with too little traffic.
-        c_ok = streams.canary_requests >= self.min_requests
-        s_ok = streams.stable_requests >= self.min_requests
-        series = (
-            (error_judge, _keep(c_ok, streams.canary_error_ratio), _keep(s_ok, streams.stable_error_ratio)),
-            (latency_judge, _keep(c_ok, streams.canary_p99), _keep(s_ok, streams.stable_p99)),
+        log_error = base_log_error + np.log(error_factor) + rng.normal(0.0, world.own_step_sd_error, shape)
+        errors = rng.binomial(requests.astype(np.int64), np.minimum(np.exp(log_error), 1.0)).astype(
+            np.float64
         )
-        outcomes: list[Outcome] = []
-        intervals: list[int] = []
-        for trial in range(streams.trials):
-            outcome: Outcome = "pass"
-            at = looks
-            for look in range(1, looks + 1):
-                upto = look * per
-                if self.correction == "spending":
-                    look_args = {"look": look, "planned_looks": looks}
-                else:
-                    look_args = {"look": 1, "planned_looks": 1}
-                verdicts: list[tuple[Judge, JudgeVerdict]] = [
-                    (
-                        judge,
-                        judge_metric(
-                            canary[trial, :upto],
-                            stable[trial, :upto],
-                            judge,
-                            no_data_policy="Inconclusive",
-                            **look_args,
-                        ),
-                    )
-                    for judge, canary, stable in series
-                ]
-                run = combine(verdicts, self.pass_score, self.marginal_score)
-                if run.phase == "Failed":
-                    outcome, at = "abort", look
-                    break
-                # An interim look stops only on Failed: too little data *yet* is no reason to
-                # pause. The last look's verdict is the run's.
-                if look == looks and run.phase == "Inconclusive":
-                    outcome = "pause"
-            outcomes.append(outcome)
-            intervals.append(at)
-        return outcomes, intervals
+        mu = base_mu + math.log(latency_factor) + rng.normal(0.0, world.own_step_sd_latency, shape)
+        p99 = sample_quantile(rng, requests, 0.99, mu, np.full(shape, sigma))
+        cdf = ndtr((np.log(bounds)[None, None, :] - mu[..., None]) / sigma)
+        cells = np.diff(np.concatenate([np.zeros((*shape, 1)), cdf, np.ones((*shape, 1))], axis=2), axis=2)
+        counts = rng.multinomial(requests.astype(np.int64), np.clip(cells, 0.0, None))
+        return Version(requests, errors, p99, np.cumsum(counts[..., :-1], axis=2))
+
+    canary_rps = world.low_canary_rps if regression.low_traffic else world.canary_rps
+    end = regression.error_factor_end if regression.error_factor_end is not None else regression.error_factor
+    factor = np.broadcast_to(regression.error_factor + (end - regression.error_factor) * t, shape)
+    canary_sigma = world.latency_sigma + math.log(regression.p99_factor) / Z99
+    canary = version(canary_rps, np.asarray(factor), regression.latency_factor, canary_sigma)
+    stable = version(world.stable_rps, np.ones(shape), 1.0, world.latency_sigma)
+    return Streams(canary, stable, bounds, world)
 
 
-def _keep(mask: np.ndarray[Any, np.dtype[np.bool_]], values: FloatArray) -> FloatArray:
-    return np.where(mask, values, np.nan)
+# --- the simulated Prometheus ------------------------------------------------------------
+
+Series = list[tuple[dict[str, str], list[tuple[float, float]]]]
+
+ERRORS_Q = 'sum(increase(http_requests_total{code=~"5..",rollouts_pod_template_hash="{{hash}}"}[10s]))'
+REQUESTS_Q = 'sum(increase(http_requests_total{rollouts_pod_template_hash="{{hash}}"}[10s]))'
+BUCKETS_Q = (
+    'sum by (le) (increase(http_request_duration_seconds_bucket{rollouts_pod_template_hash="{{hash}}"}[10s]))'
+)
+THIN = ' and sum(increase(http_requests_total{rollouts_pod_template_hash="{{hash}}"}[10s])) >= 20'
+RATIO_Q = f"({ERRORS_Q} / {REQUESTS_Q}){THIN}"
+P99_Q = f"histogram_quantile(0.99, {BUCKETS_Q}){THIN}"
+SUCCESS_1M_Q = "canary success rate over the last minute"
+P99_1M_Q = "canary p99 over the last minute"
 
 
-# --- statistics and table -----------------------------------------------------------------
+class SimulatedPrometheus:
+    """Answers the bench templates' queries from one trial's streams, as Prometheus would."""
+
+    def __init__(self, streams: Streams, trial: int) -> None:
+        self.streams = streams
+        self.trial = trial
+
+    def _steps(self, start: datetime, end: datetime) -> Iterator[tuple[int, float]]:
+        step = self.streams.world.step_s
+        moment = start
+        while moment <= end:
+            index = round((moment - T0).total_seconds() / step) - 1
+            if 0 <= index < self.streams.world.steps:
+                yield index, moment.timestamp()
+            moment += timedelta(seconds=step)
+
+    def range(self, query: str, start: datetime, end: datetime) -> Series:
+        """A range query over the grid [start, end]; `{{hash}}` was `canary` or `stable`."""
+        version = self.streams.canary if '"canary"' in query else self.streams.stable
+        row = self.trial
+        generic = query.replace('"canary"', '"{{hash}}"').replace('"stable"', '"{{hash}}"')
+        points = list(self._steps(start, end))
+        if generic == ERRORS_Q:
+            return [({}, [(t, float(version.errors[row, i])) for i, t in points])]
+        if generic == REQUESTS_Q:
+            return [({}, [(t, float(version.requests[row, i])) for i, t in points])]
+        if generic == BUCKETS_Q:
+            series: Series = [
+                ({"le": repr(float(bound))}, [(t, float(version.buckets[row, i, b])) for i, t in points])
+                for b, bound in enumerate(self.streams.bounds)
+            ]
+            series.append(({"le": "+Inf"}, [(t, float(version.requests[row, i])) for i, t in points]))
+            return series
+        thick = [(i, t) for i, t in points if version.requests[row, i] >= 20]
+        if generic == RATIO_Q:
+            return [({}, [(t, float(version.errors[row, i] / version.requests[row, i])) for i, t in thick])]
+        if generic == P99_Q:
+            return [({}, [(t, float(version.p99[row, i])) for i, t in thick])]
+        raise ValueError(f"the simulated Prometheus does not know {query!r}")
+
+    def instant(self, query: str, now: datetime) -> dict[str, Any]:
+        """An instant query's `data`: the canary's last minute as one window."""
+        world = self.streams.world
+        last = round((now - T0).total_seconds() / world.step_s)
+        window = slice(max(0, last - world.steps_per_interval), last)
+        canary = self.streams.canary
+        requests = float(canary.requests[self.trial, window].sum())
+        if query == SUCCESS_1M_Q:
+            value = 1.0 - float(canary.errors[self.trial, window].sum()) / requests if requests else math.nan
+        elif query == P99_1M_Q:
+            cumulative = canary.buckets[self.trial, window].sum(axis=0).astype(np.float64)
+            value = self._quantile(0.99, cumulative, requests)
+        else:
+            raise ValueError(f"the simulated Prometheus does not know {query!r}")
+        return {"resultType": "vector", "result": [{"metric": {}, "value": [now.timestamp(), repr(value)]}]}
+
+    def _quantile(self, q: float, cumulative: FloatArray, total: float) -> float:
+        from tidegate.core.judge import histogram_quantile
+
+        return histogram_quantile(q, list(self.streams.bounds), cumulative, total) if total else math.nan
+
+
+# --- judges: AnalysisRun specs -------------------------------------------------------------
+
+
+def _metric(name: str, **fields: Any) -> dict[str, Any]:
+    timing = {"interval": "60s", "initialDelay": "60s", "count": 5}
+    return {"name": name, **timing, **fields}
+
+
+def _prometheus(query: str, ranged: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"address": "http://prometheus.invalid", "query": query}
+    if ranged:
+        body["range"] = {"window": "5m", "step": "10s"}
+    return {"prometheus": body}
+
+
+def threshold_spec(failure_limit: int, no_data_policy: str) -> AnalysisRunSpec:
+    common = {"failureLimit": failure_limit, "noDataPolicy": no_data_policy}
+    return AnalysisRunSpec.model_validate(
+        {
+            "metrics": [
+                _metric(
+                    "success-rate",
+                    successCondition="result[0] >= 0.99",
+                    provider=_prometheus(SUCCESS_1M_Q, False),
+                    **common,
+                ),
+                _metric(
+                    "p99", successCondition="result[0] < 0.3", provider=_prometheus(P99_1M_Q, False), **common
+                ),
+            ]
+        }
+    )
+
+
+def mann_whitney_spec() -> AnalysisRunSpec:
+    judge = {"direction": "Increase", "confidence": 0.99, "tolerance": 0.05}
+    return AnalysisRunSpec.model_validate(
+        {
+            "metrics": [
+                _metric(
+                    "error-ratio", judge={**judge, "query": RATIO_Q}, provider=_prometheus(RATIO_Q, True)
+                ),
+                _metric("p99", judge={**judge, "query": P99_Q}, provider=_prometheus(P99_Q, True)),
+            ]
+        }
+    )
+
+
+def sequential_spec() -> AnalysisRunSpec:
+    judge = {"confidence": 0.99, "tolerance": 0.05}
+    return AnalysisRunSpec.model_validate(
+        {
+            "metrics": [
+                _metric(
+                    "errors",
+                    judge={**judge, "method": "Counts", "query": ERRORS_Q, "totalQuery": REQUESTS_Q},
+                    provider=_prometheus(ERRORS_Q, True),
+                ),
+                _metric(
+                    "latency",
+                    judge={**judge, "method": "Distribution", "query": BUCKETS_Q, "quantiles": [0.5, 0.99]},
+                    provider=_prometheus(BUCKETS_Q, True),
+                ),
+            ]
+        }
+    )
+
+
+JUDGES: dict[str, Callable[[], AnalysisRunSpec]] = {
+    "threshold, failureLimit 0": lambda: threshold_spec(0, "Inconclusive"),
+    "threshold, failureLimit 1": lambda: threshold_spec(1, "Inconclusive"),
+    "threshold, failureLimit 0, noDataPolicy Failed (Argo's NaN)": lambda: threshold_spec(0, "Failed"),
+    "Mann-Whitney (alpha spending)": mann_whitney_spec,
+    "sequential (Counts + Distribution)": sequential_spec,
+}
+
+
+def judges() -> list[str]:
+    return list(JUDGES)
+
+
+# --- the operator's path -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    phase: str
+    """The run's final phase: Successful, Failed, Error or Inconclusive."""
+    seconds: float
+    """From the run's start to its verdict."""
+    looks: int
+    """Measurements taken by the metric that took most."""
+    status: AnalysisRunStatus
+
+
+def measure(
+    metric: Metric, result: Any, status: AnalysisRunStatus, prom: SimulatedPrometheus, now: datetime
+) -> Measurement:
+    """One measurement as `k8s.analysis._measure` takes it, Prometheus simulated."""
+    if metric.judge is not None:
+        span = runs.judged_window(metric, runs.run_started(status, now), now)
+        queries = runs.judge_queries(metric, HASHES)
+        answers = [prom.range(q, *span) for q in queries] if span is not None else [[] for _ in queries]
+        canary, stable = runs.judge_data(metric, answers)
+        return runs.judged_measurement(metric, result, canary, stable, started_at=now, finished_at=now)
+    assert metric.provider is not None and metric.provider.prometheus is not None
+    answer = PrometheusMetricProvider._instant_result(prom.instant(metric.provider.prometheus.query, now))
+    return runs.measurement_of(
+        metric,
+        compile_conditions(metric),
+        value=answer.value,
+        text=answer.text,
+        error=answer.error,
+        no_data=answer.no_data,
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def run_analysis(spec: AnalysisRunSpec, prom: SimulatedPrometheus) -> RunOutcome:
+    """One AnalysisRun from start to verdict, stepped as the controller steps it."""
+    status = AnalysisRunStatus()
+    now = T0
+    for _ in range(1000):
+        status, due = runs.begin_step(spec, status, now, {})
+        if due:
+            results = {result.name: result for result in status.metric_results}
+            measured = [(m, measure(m, results[m.name], status, prom, now)) for m in due]
+            status = runs.finish_step(spec, status, measured)
+        if runs.is_finished(status.phase):
+            looks = max(result.count for result in status.metric_results)
+            return RunOutcome(status.phase, (now - T0).total_seconds(), looks, status)
+        moment = runs.next_due(spec, status, now)
+        if moment is None:
+            raise RuntimeError(f"run neither finished nor due: {status.message}")
+        now = max(moment, now)
+    raise RuntimeError("run did not finish in 1000 steps")
 
 
 def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -337,33 +452,28 @@ def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def row(cls: str, judge: str, outcomes: Sequence[Outcome], intervals: Sequence[int]) -> dict[str, Any]:
+# --- statistics and table -----------------------------------------------------------------
+
+
+def row(cls: str, judge: str, outcomes: Sequence[RunOutcome], interval_s: float) -> dict[str, Any]:
     trials = len(outcomes)
-    aborts = sum(1 for o in outcomes if o == "abort")
-    low, high = wilson(aborts, trials)
-    early = sum(1 for o, i in zip(outcomes, intervals, strict=True) if o == "abort" and i <= 2)
+    aborts = [o for o in outcomes if o.phase in ("Failed", "Error")]
+    low, high = wilson(len(aborts), trials)
+    within_two = sum(1 for o in aborts if o.seconds <= 2 * interval_s + 1e-6)
+    seconds = [o.seconds for o in outcomes]
     return {
         "class": cls,
         "judge": judge,
         "trials": trials,
         "measure": "false_abort" if cls in HEALTHY else "detection",
-        "rate": aborts / trials,
+        "rate": len(aborts) / trials,
         "ci_low": low,
         "ci_high": high,
-        "median_intervals": float(np.median(intervals)),
-        "within_2": early / trials,
-        "inconclusive": sum(1 for o in outcomes if o == "pause") / trials,
+        "median_intervals": float(np.median([o.looks for o in outcomes])),
+        "median_seconds": float(np.median(seconds)),
+        "rate_within_two": within_two / trials,
+        "inconclusive": sum(1 for o in outcomes if o.phase == "Inconclusive") / trials,
     }
-
-
-def judges() -> list[ThresholdJudge | StatisticalJudge]:
-    return [
-        ThresholdJudge(failure_limit=0),
-        ThresholdJudge(failure_limit=1),
-        StatisticalJudge(correction="spending"),
-        StatisticalJudge(correction="bonferroni"),
-        StatisticalJudge(correction="none"),
-    ]
 
 
 def run(
@@ -371,27 +481,36 @@ def run(
     seed: int,
     world: World | None = None,
     classes: Sequence[str] = CLASSES,
+    judge_names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every judge on the same streams of every class; one row per (class, judge)."""
     world = world or World()
+    names = list(judge_names or JUDGES)
+    specs = {name: JUDGES[name]() for name in names}
     rows: list[dict[str, Any]] = []
-    for index, cls in enumerate(classes):
-        rng = np.random.default_rng([seed, index])
-        streams = generate(world, REGRESSIONS[cls], trials, rng)
-        for judge in judges():
-            started = time.perf_counter()
-            outcomes, intervals = judge.run(streams)
-            rows.append(row(cls, judge.name, outcomes, intervals))
-            if progress:
-                progress(f"{cls:<18} {judge.name:<30} {time.perf_counter() - started:6.1f}s")
+    for cls in classes:
+        rng = np.random.default_rng([seed, CLASSES.index(cls)])
+        outcomes: dict[str, list[RunOutcome]] = {name: [] for name in names}
+        started = time.perf_counter()
+        chunk = 100  # the histograms of 100 trials at a time keep memory small
+        for first in range(0, trials, chunk):
+            streams = generate(world, REGRESSIONS[cls], min(chunk, trials - first), rng)
+            for trial in range(streams.trials):
+                prom = SimulatedPrometheus(streams, trial)
+                for name in names:
+                    outcomes[name].append(run_analysis(specs[name], prom))
+        for name in names:
+            rows.append(row(cls, name, outcomes[name], world.interval_s))
+        if progress:
+            progress(f"{cls:<18} {time.perf_counter() - started:6.1f}s")
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        f"{'class':<18} {'judge':<30} {'trials':>6} {'measure':<11} {'rate':>7} "
-        f"{'95% CI':>17} {'by int. 2':>9} {'paused':>7} {'med. int.':>9}"
+        f"{'class':<18} {'judge':<58} {'trials':>6} {'rate':>7} {'95% CI':>17} "
+        f"{'by look 2':>9} {'paused':>7} {'med. s':>7}"
     )
     lines = [header, "-" * len(header)]
     previous = None
@@ -401,9 +520,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         previous = r["class"]
         ci = f"[{r['ci_low'] * 100:5.1f}, {r['ci_high'] * 100:5.1f}]%"
         lines.append(
-            f"{r['class']:<18} {r['judge']:<30} {r['trials']:>6} {r['measure']:<11} "
-            f"{r['rate'] * 100:6.1f}% {ci:>17} {r['within_2'] * 100:8.1f}% {r['inconclusive'] * 100:6.1f}% "
-            f"{r['median_intervals']:>9.1f}"
+            f"{r['class']:<18} {r['judge']:<58} {r['trials']:>6} {r['rate'] * 100:6.1f}% {ci:>17} "
+            f"{r['rate_within_two'] * 100:8.1f}% {r['inconclusive'] * 100:6.1f}% {r['median_seconds']:>7.0f}"
         )
     return "\n".join(lines)
 
@@ -413,32 +531,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the table as a JSON list of rows")
     parser.add_argument("--trials", type=int, default=1000, help="trials per class (default 1000)")
     parser.add_argument("--seed", type=int, default=20240601, help="random seed (default 20240601)")
-    parser.add_argument("--step", type=float, default=10.0, help="seconds per judged sample (default 10)")
-    parser.add_argument("--canary-rps", type=float, default=100.0, help="canary traffic (default 100/s)")
+    parser.add_argument("--classes", default=",".join(CLASSES), help="comma-separated classes (default all)")
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials must be at least 1")
-    world = replace(World(), step_s=args.step, canary_rps=args.canary_rps)
-    if world.steps_per_interval < 1 or abs(world.steps_per_interval * world.step_s - world.interval_s) > 1e-9:
-        parser.error(f"--step must divide the {world.interval_s:g}s interval")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown:
+        parser.error(f"unknown classes {unknown}; known: {', '.join(CLASSES)}")
+    world = World()
     started = time.perf_counter()
 
     def progress(line: str) -> None:
         if not args.json:
             print(line, file=sys.stderr)
 
-    rows = run(args.trials, args.seed, world, progress=progress)
+    rows = run(args.trials, args.seed, world, classes=classes, progress=progress)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(format_table(rows))
     print(
-        f"\n{args.trials} trials per class, seed {args.seed}, {world.intervals} intervals of "
-        f"{world.interval_s:g}s, canary {world.canary_rps:g}/s, stable {world.stable_rps:g}/s, "
-        f"judged samples every {world.step_s:g}s; "
-        f"{time.perf_counter() - started:.0f}s"
+        f"\n{args.trials} trials per class, seed {args.seed}, through the operator's AnalysisRun path; "
+        f"{world.intervals} looks, one every {world.interval_s:g}s; canary {world.canary_rps:g}/s, "
+        f"stable {world.stable_rps:g}/s, 10 s steps; {time.perf_counter() - started:.0f}s"
     )
-    print("Goals: detect error x2 and p99 +30% in >= 99% within 2 intervals; false aborts on A/A <= 1%.")
+    print(
+        "Goals: error x2 and p99 +30% aborted by look 2 in >= 99%; latency +10% by the end >= 95%; "
+        "A/A false aborts <= 1%; low traffic never aborts."
+    )
     return 0
 
 

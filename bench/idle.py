@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -243,11 +244,15 @@ def count_window(
     )
 
 
+LEASE = "leases.coordination.k8s.io"
+"""The leader renews its Lease every retry period (2 s): the one request an idle leader must make."""
+
+
 def findings(operator: WindowCount) -> list[str]:
-    """Every non-watch request of the operator in an idle window is polling: name it."""
+    """Every non-watch request of the operator in an idle window, but the Lease renewal, is polling."""
     out = []
     for row in operator.rows:
-        if row.verb == "watch":
+        if row.verb == "watch" or (row.verb == "update" and row.resource == LEASE):
             continue
         every = f", every {row.median_interval_s:.1f}s per URI" if row.median_interval_s else ""
         out.append(
@@ -319,6 +324,16 @@ class Report:
     apiserver_request_total: dict[str, int]
     findings: list[str] = field(default_factory=list)
     operator_agents: list[str] = field(default_factory=lambda: list(OPERATOR_AGENTS))
+    routed: bool = False
+    """Each Rollout with a stable and a canary Service and an Istio VirtualService."""
+    passes_to_healthy: int = 0
+    """Reconcile passes from creating the Rollouts until all were Healthy."""
+    reads_to_healthy: int = 0
+    """API reads (get, list; not watches) of the operator over the same time."""
+
+    @property
+    def reads_per_pass(self) -> float:
+        return self.reads_to_healthy / self.passes_to_healthy if self.passes_to_healthy else 0.0
 
     @property
     def apiserver_total(self) -> int:
@@ -339,9 +354,12 @@ def render(report: Report) -> str:
     w = report.idle_window_s
     lines = [
         "Tidegate idle benchmark",
-        f"  rollouts                    {report.rollouts} in {report.namespaces} namespaces",
+        f"  rollouts                    {report.rollouts} in {report.namespaces} namespaces"
+        + (", each with 2 Services and a VirtualService" if report.routed else ", no traffic router"),
         f"  sandbox up (API ready)      {report.sandbox_up_s:.1f} s",
         f"  time to all Healthy         {report.time_to_healthy_s:.1f} s",
+        f"  API reads per pass          {report.reads_per_pass:.3f} ({report.reads_to_healthy} gets and "
+        f"lists in {report.passes_to_healthy} reconcile passes, from create to all Healthy)",
         f"  idle window                 {w:.1f} s",
         f"  operator RSS, no rollouts   {report.rss_baseline_mib:.1f} MiB",
         f"  operator RSS start/end/peak {report.rss_start_mib:.1f} / {report.rss_end_mib:.1f} / "
@@ -380,17 +398,60 @@ def render(report: Report) -> str:
         lines.append("findings: the operator made requests beyond its watches while idle")
         lines.extend(f"  - {f}" for f in report.findings)
     else:
-        lines.append("findings: none; no request from the operator beyond its watches while idle")
+        lines.append(
+            "findings: none; no request from the operator beyond its watches (and the leader's Lease "
+            "renewal) while idle"
+        )
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ the cluster
 
 
-def rollout_docs(count: int, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+def routed_docs(name: str, namespace: str) -> list[dict[str, Any]]:
+    """The stable and canary Services and the VirtualService of one routed Rollout."""
+    services = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{name}-{role}", "namespace": namespace},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+        }
+        for role in ("stable", "canary")
+    ]
+    vs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "hosts": [name],
+            "http": [
+                {
+                    "name": "primary",
+                    "route": [
+                        {"destination": {"host": f"{name}-stable"}, "weight": 100},
+                        {"destination": {"host": f"{name}-canary"}, "weight": 0},
+                    ],
+                }
+            ],
+        },
+    }
+    return [*services, vs]
+
+
+def rollout_docs(count: int, namespaces: Sequence[str], routed: bool = False) -> list[dict[str, Any]]:
     docs = []
     for i in range(count):
         name = f"idle-{i:04d}"
+        strategy: dict[str, Any] = {"steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}]}
+        if routed:
+            namespace = namespaces[i % len(namespaces)]
+            docs.extend(routed_docs(name, namespace))
+            strategy |= {
+                "stableService": f"{name}-stable",
+                "canaryService": f"{name}-canary",
+                "trafficRouting": {"istio": {"virtualService": {"name": name, "routes": ["primary"]}}},
+            }
         docs.append(
             {
                 "apiVersion": "tidegate.io/v1alpha1",
@@ -407,11 +468,34 @@ def rollout_docs(count: int, namespaces: Sequence[str]) -> list[dict[str, Any]]:
                         "metadata": {"labels": {"app": name}},
                         "spec": {"containers": [{"name": "app", "image": "example.invalid/idle:1.0"}]},
                     },
-                    "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}]}},
+                    "strategy": {"canary": strategy},
                 },
             }
         )
     return docs
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def reconcile_passes(port: int) -> float:
+    """tidegate_reconcile_duration_seconds_count, summed over outcomes, from the operator's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "tidegate_reconcile_duration_seconds_count"
+    )
 
 
 def _say(message: str) -> None:
@@ -449,8 +533,16 @@ def run(args: argparse.Namespace) -> Report:
             sandbox.kubectl("-n", ns, "wait", "--for=create", "serviceaccount/default", "--timeout=60s")
 
         log = open(keep / "operator.log", "ab")  # noqa: SIM115 - owned by the child
+        metrics_port = free_port()
         operator = subprocess.Popen(
-            [sys.executable, "-m", "tidegate.cli.main", "operator", "--metrics-port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "tidegate.cli.main",
+                "operator",
+                "--metrics-host=127.0.0.1",
+                f"--metrics-port={metrics_port}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -474,8 +566,13 @@ def run(args: argparse.Namespace) -> Report:
         _say(f"operator pid {pid} is watching; RSS {rss_baseline / MIB:.1f} MiB")
 
         started = time.monotonic()
+        created_at = time.time()
+        passes_before = reconcile_passes(metrics_port)
         sandbox.kubectl(
-            "create", "-f", "-", input=yaml.safe_dump_all(rollout_docs(args.rollouts, namespaces))
+            "create",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(rollout_docs(args.rollouts, namespaces, routed=args.routed)),
         )
         _say(f"created {args.rollouts} Rollouts in {time.monotonic() - started:.1f}s")
 
@@ -505,6 +602,8 @@ def run(args: argparse.Namespace) -> Report:
                 _say(f"{phases['Healthy']}/{args.rollouts} Healthy after {elapsed:.0f}s: {dict(phases)}")
             time.sleep(2)
         to_healthy = time.monotonic() - started
+        healthy_at = time.time()
+        passes = reconcile_passes(metrics_port) - passes_before
         _say(f"all {args.rollouts} Healthy after {to_healthy:.1f}s; settling {args.settle_seconds:.0f}s")
         time.sleep(args.settle_seconds)
 
@@ -522,6 +621,13 @@ def run(args: argparse.Namespace) -> Report:
 
         requests = collect_requests(read_audit_events(audit_files(sandbox.logs)))
         op = count_window(requests, t0, t1, is_operator)
+        reads = sum(
+            1
+            for r in requests
+            if is_operator(r.user_agent)
+            and r.verb in ("get", "list")
+            and created_at <= r.received < healthy_at
+        )
         report = Report(
             rollouts=args.rollouts,
             namespaces=len(namespaces),
@@ -533,6 +639,9 @@ def run(args: argparse.Namespace) -> Report:
             rss_end_mib=round(status["VmRSS"] / MIB, 1),
             rss_peak_mib=round(status["VmHWM"] / MIB, 1),
             cpu_window_s=round(cpu_end - cpu_start, 2),
+            routed=args.routed,
+            passes_to_healthy=int(passes),
+            reads_to_healthy=reads,
             operator=op,
             all_clients=count_window(requests, t0, t1, lambda _agent: True),
             apiserver_request_total=totals_delta(before_metrics, after_metrics),
@@ -563,6 +672,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--healthy-timeout", type=float, default=600.0)
     parser.add_argument("--keep-logs", action="store_true", help="copy the sandbox's logs before down")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--routed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give each Rollout two Services and a VirtualService (default); --no-routed: pod counts only",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     report = run(args)

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.kube import Kube, OperatorProcess, new_namespace, start_sandbox
-from tidegate.sandbox import Sandbox
+from tidegate.sandbox import OUTBOUND_ENV, Sandbox
+
+# The sandbox's Prometheus and the tests' own servers listen on loopback, which the operator
+# (and the providers called in-process) refuse unless the policy names it: the sandbox's policy,
+# for this process and the operators it starts.
+os.environ.update(OUTBOUND_ENV)
 
 _LOGS: list[Path] = []
 

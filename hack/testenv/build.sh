@@ -103,6 +103,25 @@ fetch_istio_crds() {
   mv "$dir/crds.yaml.tmp" "$dir/crds.yaml"
 }
 
+# The Gateway API's standard channel (HTTPRoute, GRPCRoute, Gateway, GatewayClass,
+# ReferenceGrant, BackendTLSPolicy, ListenerSet) from its module's config/crd/standard, in one
+# file; its ValidatingAdmissionPolicy against mixing channels is left out: not a CRD.
+fetch_gateway_api_crds() {
+  local dir="$cache/gateway-api-v$GATEWAY_API_VERSION"
+  [[ -s "$dir/crds.yaml" ]] && { log "gateway-api CRDs v$GATEWAY_API_VERSION cached"; return; }
+  mkdir -p "$dir"
+  local src f first=1
+  src="$(go mod download -json "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  : > "$dir/crds.yaml.tmp"
+  for f in "$src"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
+    [[ "$f" == *_vap_* ]] && continue
+    [[ $first -eq 1 ]] || echo "---" >> "$dir/crds.yaml.tmp"
+    first=0
+    cat "$f" >> "$dir/crds.yaml.tmp"
+  done
+  mv "$dir/crds.yaml.tmp" "$dir/crds.yaml"
+}
+
 # kwok acts on nodes and pods through "stages"; the fast ones (nodes Ready at once,
 # pods Running and Ready as soon as they are scheduled) ship in its module's source.
 fetch_kwok_stages() {
@@ -122,7 +141,7 @@ fetch_kwok_stages() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(kubernetes etcd kwok istio helm kustomize)
+[[ ${#targets[@]} -eq 0 ]] && targets=(kubernetes etcd kwok istio gateway-api helm kustomize)
 for t in "${targets[@]}"; do
   case "$t" in
     kubernetes) build_kubernetes ;;
@@ -131,6 +150,7 @@ for t in "${targets[@]}"; do
     helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
     kustomize) go_install kustomize "$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5 ;;
     istio) fetch_istio_crds ;;
+    gateway-api) fetch_gateway_api_crds ;;
     *) log "unknown target $t"; exit 2 ;;
   esac
 done

@@ -71,9 +71,12 @@ class Given(Scenario):
 
         return self
 
-    def watched(self, active_service: str | None = None) -> Given:
+    def watched(self, active_service: str | None = None, gateway: bool = False) -> Given:
         self.watcher = Watcher(
-            str(self.kube.sandbox.kubeconfig), self.kube.namespace, active_service=active_service
+            str(self.kube.sandbox.kubeconfig),
+            self.kube.namespace,
+            active_service=active_service,
+            gateway=gateway,
         ).start()
         ACTIVE_WATCHERS.append(self.watcher)
         return self
@@ -112,16 +115,8 @@ class When(Scenario):
         return self
 
     def retried(self) -> When:
-        self.kube.patch_status(
-            self.name,
-            {
-                "abort": False,
-                "abortedAt": None,
-                "currentStepIndex": 0,
-                "pauseConditions": [],
-                "controllerPause": False,
-            },
-        )
+        # The intent only: the operator restarts the steps (README: Runtime control).
+        self.kube.patch_status(self.name, {"abort": False})
         return self
 
     def scaled(self, replicas: int) -> When:

@@ -119,8 +119,9 @@ def test_promote_when_the_new_version_never_becomes_ready(kube: Kube) -> None:
     s.when().applied().then().phase("Healthy")
     old = kube.status("api-gateway")["stableRS"]
     s.doc["spec"]["template"]["spec"]["nodeSelector"] = {"nowhere": "true"}  # type: ignore[index]
-    t = s.when().image(V2).then().phase("Paused")
-    t = t.when().promoted().then().message_contains("waiting for 0/3 new pods available")
+    # Not Paused while the preview cannot start: Argo's blue-green pauses only once it is ready.
+    t = s.when().image(V2).then().phase("Progressing").message_contains("preview: waiting for 0/3")
+    t = t.when().promoted(full=True).then().message_contains("waiting for 0/3 new pods available")
     wait_until(
         lambda: kube.status("api-gateway").get("message", "").startswith("promoting"),
         10,

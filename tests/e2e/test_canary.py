@@ -18,6 +18,9 @@ def canary(steps: list[dict[str, Any]] | None = None, **canary_fields: Any) -> d
     c = doc["spec"]["strategy"]["canary"]
     if steps is not None:
         c["steps"] = steps
+    if not canary_fields.get("dynamicStableScale"):
+        # Old pods go 2 s after promotion, not the default 30 s (the example's walk checks that one).
+        c["scaleDownDelaySeconds"] = 2
     c.update(canary_fields)
     return doc
 
@@ -44,7 +47,9 @@ def test_host_split_walks_the_steps_to_full_promotion(kube: Kube) -> None:
     assert vs["spec"]["http"][0]["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
     t.weight(50).step(4).weight(100).step(6)
     t.phase("Healthy", timeout=60).weight(0)
-    t.replica_sets({"registry.example/web:2.0": 4}, timeout=30)
+    # The example's scaleDownDelaySeconds: the old pods stay a moment after promotion.
+    t.replica_sets({"registry.example/web:1.0": 4, "registry.example/web:2.0": 4})
+    t.replica_sets({"registry.example/web:2.0": 4}, timeout=60)
     vs = kube.get("virtualservices.networking.istio.io", "web")
     assert [r.get("name") for r in vs["spec"]["http"]] == ["primary"], "managed routes removed at the end"
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [100, 0]
@@ -202,12 +207,18 @@ def test_operator_restart_mid_pause_keeps_the_pause_timing(kube: Kube, operator:
     s.when().image("registry.example/web:2.0").then().weight(20).step(1).phase("Paused")
     started = kube.status("web")["pauseConditions"][0]["startTime"]
     seen_steps: list[int] = []
+    seen_starts: set[str] = {started}
     operator.kill()
     try:
         operator.start()
 
         def advanced() -> bool:
-            idx = kube.status("web").get("currentStepIndex")
+            st = kube.status("web")
+            idx = st.get("currentStepIndex")
+            if idx == 1:  # the 15 s pause (step 3's own pause comes later)
+                seen_starts.update(
+                    c["startTime"] for c in st.get("pauseConditions") or [] if c.get("startTime")
+                )
             if not seen_steps or seen_steps[-1] != idx:
                 seen_steps.append(idx)
             return bool(idx == 3)
@@ -220,7 +231,10 @@ def test_operator_restart_mid_pause_keeps_the_pause_timing(kube: Kube, operator:
 
     began = datetime.fromisoformat(started.replace("Z", "+00:00"))
     elapsed = (datetime.now(UTC) - began).total_seconds()
-    assert 15 <= elapsed < 30, f"pause of 15 s ended {elapsed:.1f}s after it began"
+    # The restarted operator goes on with the pause it found: the start time never changes,
+    # and the pause never ends early (how late depends on the restart and the machine's load).
+    assert seen_starts == {started}, f"the pause was started again: {sorted(seen_starts)}"
+    assert 15 <= elapsed < 60, f"pause of 15 s ended {elapsed:.1f}s after it began"
     assert seen_steps == [1, 2, 3] or seen_steps == [1, 3] or seen_steps == [2, 3], seen_steps
     assert kube.status("web")["canary"]["weights"]["canary"]["weight"] in (20, 40)
     s.finish()

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +23,10 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration._prometheus import free_port, serve_exporter
-from tests.kube import Kube, wait_until
+from tests.kube import Kube, OperatorProcess, wait_until
 from tidegate.api.rollout import Rollout, RolloutAnalysis
 from tidegate.core.analysis_run import AnalysisSpecError
 from tidegate.k8s import analysis as k8s_analysis
@@ -191,6 +193,8 @@ def test_a_good_run_succeeds_after_three_measurements(kube: Kube, prometheus_url
     assert (result["count"], result["successful"], result["failed"], result["error"]) == (3, 3, 0, 0)
     assert [m["phase"] for m in result["measurements"]] == ["Successful"] * 3
     assert all(m["value"] == "[0.99]" for m in result["measurements"])
+    assert status["runSummary"] == {"count": 1, "successful": 1, "failed": 0, "inconclusive": 0, "error": 0}
+    assert "dryRunSummary" not in status, "no dry-run metric, no dry-run summary (as Argo's)"
     times = [m["finishedAt"] for m in result["measurements"]]
     assert times == sorted(times)
     assert status["message"] == "all metrics successful: success-rate"
@@ -200,6 +204,45 @@ def test_a_good_run_succeeds_after_three_measurements(kube: Kube, prometheus_url
         30,
         what="an AnalysisRunSuccessful Event",
     )
+
+
+def test_every_finished_run_is_counted_in_the_outcome_metric(
+    kube: Kube, prometheus_url: str, operator: OperatorProcess
+) -> None:
+    """Each run's own status write stops its daemon; the count of its outcome is never lost."""
+    query = 'tidegate_analysis_test_success_ratio{service="checkout"}'
+    names = [f"counted-{i}" for i in range(4)]
+    for name in names:
+        run = analysis_run(name, prom_metric("success-rate", prometheus_url, query, count=1, **SUCCESS))
+        run["metadata"]["labels"] = {"rollout.tidegate.io/name": "counted"}
+        kube.apply(run)
+    for name in names:
+        wait_run(kube, name, "Successful", timeout=90)
+
+    def counted() -> float:
+        _, text = _get(f"http://127.0.0.1:{operator.metrics_port}/metrics")
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "tidegate_analysis_outcomes_total"
+            and s.labels.get("namespace") == kube.namespace
+            and s.labels.get("rollout") == "counted"
+        )
+
+    def all_counted() -> bool:
+        seen = counted()
+        if seen != len(names):
+            raise AssertionError(f"{seen} outcomes counted")
+        return True
+
+    wait_until(all_counted, 30, what=f"{len(names)} outcomes counted")
+    assert counted() == len(names), "counted once each, not more"
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status), response.read().decode()
 
 
 def test_a_failing_run_fails_naming_the_metric_and_the_value(kube: Kube, prometheus_url: str) -> None:
@@ -373,6 +416,8 @@ def test_a_judged_metric_compares_canary_and_stable_series(kube: Kube, prometheu
     def judged_run(name: str, canary: str) -> dict[str, Any]:
         metric = {
             "name": "latency",
+            # Judged samples start at the run's start: wait for 8 of them.
+            "initialDelay": "9s",
             "judge": {"query": 'tidegate_analysis_test_latency{hash="{{hash}}"}', "direction": "Increase"},
             "provider": {
                 "prometheus": {

@@ -271,6 +271,58 @@ def test_round_robin_keeps_exact_shares_over_short_windows() -> None:
     assert picks == {"s-1": 4, "s-2": 4, "c-1": 2}
 
 
+def _httproute(name: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"namespace": "shop", "name": name},
+        "spec": {"rules": list(rules)},
+    }
+
+
+def test_httproute_weights_split_over_the_pods_and_header_rules_are_ignored() -> None:
+    header = {
+        "name": "canary-header",
+        "matches": [{"headers": [{"name": "x-canary", "value": "true"}]}],
+        "backendRefs": [{"name": "web-canary", "port": 80}],
+    }
+    primary = {
+        "name": "primary",
+        "backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": 95},
+            {"name": "web-canary", "weight": 5},
+        ],
+    }
+    [stream] = plan_streams(WEB, SERVICES, http_routes=[_httproute("web", header, primary)])
+    assert (stream.id, stream.via) == ("shop/httproute/web", "HTTPRoute shop/web rule primary")
+    assert _shares(stream) == {"c-1": 0.05, "s-1": 0.475, "s-2": 0.475}
+    unweighted = {"backendRefs": [{"name": "web-stable"}, {"name": "web-canary"}]}
+    [even] = plan_streams(WEB, SERVICES, http_routes=[_httproute("web", unweighted)])
+    assert _shares(even) == {"c-1": 0.5, "s-1": 0.25, "s-2": 0.25}, "an unset weight is 1 (Gateway API)"
+
+
+def test_a_virtual_service_claims_an_app_before_an_httproute() -> None:
+    vs = _vs("web", {"route": [_dest("web-stable")]})
+    route = _httproute("web", {"backendRefs": [{"name": "web-canary"}]})
+    [stream] = plan_streams(WEB, SERVICES, [vs], http_routes=[route])
+    assert stream.id == "shop/virtualservice/web"
+
+
+def test_the_reader_lists_httproutes_from_the_api_server(kube: Kube) -> None:
+    from kubernetes import config
+
+    from tidegate.sandbox.loadgen import KubeRoutingReader
+
+    route = _httproute("web", {"backendRefs": [{"name": "web-stable", "port": 80, "weight": 70}]})
+    route["metadata"]["namespace"] = kube.namespace
+    kube.apply(route)
+    reader = KubeRoutingReader(config.new_client_from_config(config_file=str(kube.sandbox.kubeconfig)))
+    _services, _vss, _drs, routes = reader.read([kube.namespace])
+    assert [(r["metadata"]["name"], r["spec"]["rules"][0]["backendRefs"][0]["weight"]) for r in routes] == [
+        ("web", 70)
+    ]
+
+
 # ---------------------------------------------------------------- on the sandbox
 HASH = "rollouts-pod-template-hash"
 STABLE, CANARY = "s7d8f9", "c4b5a6"

@@ -114,7 +114,10 @@ def _refused(kube: Kube, doc: dict[str, Any]) -> str:
 def test_invalid_specs_are_refused_by_the_api_server_naming_the_field(kube: Kube) -> None:
     bad_weight = rollout()
     bad_weight["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = 150
-    assert "spec.strategy.canary.steps[0].setWeight" in _refused(kube, bad_weight)
+    # A cross-field rule (the bound is trafficRouting.maxTrafficWeight when set), so the API
+    # server names the steps list and the message names the field within each step.
+    err = _refused(kube, bad_weight)
+    assert "spec.strategy.canary.steps" in err and "setWeight and setCanaryScale.weight must be at most" in err, err
 
     two_strategies = rollout()
     two_strategies["spec"]["strategy"]["blueGreen"] = {"activeService": "web"}
@@ -155,12 +158,34 @@ def test_invalid_spec_the_schema_cannot_catch_gets_invalidspec_and_keeps_serving
     kube.wait_phase("sel", "Healthy", timeout=60)
 
 
+def test_an_analysis_template_that_does_not_exist_is_an_invalidspec_and_the_stable_keeps_serving(
+    kube: Kube,
+) -> None:
+    steps = [{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "no-such-template"}]}}]
+    kube.apply(rollout(name="tpl", canary={"steps": steps}))
+    kube.wait_phase("tpl", "Healthy")
+    kube.apply(rollout(name="tpl", image="example/web:2", canary={"steps": steps}))
+
+    def invalid() -> dict[str, Any] | None:
+        st = kube.status("tpl")
+        cond = next((c for c in st.get("conditions") or [] if c["type"] == "InvalidSpec"), {})
+        return st if cond.get("status") == "True" else None
+
+    st = wait_until(invalid, 60, what="InvalidSpec for the missing template")
+    assert st["phase"] == "Degraded" and "no-such-template" in st["message"], st["message"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    # Without a router the 50% step shares pods between the versions; nothing goes below capacity.
+    available = sum(rs["status"].get("availableReplicas") or 0 for rs in kube.replica_sets("tpl"))
+    assert available >= 3, f"the running versions keep serving: {available} pods available"
+
+
 def test_kubectl_explain_shows_descriptions(sandbox: Sandbox) -> None:
     out = sandbox.kubectl(
         "explain", "rollouts.spec.strategy.canary.steps", "--api-version=tidegate.io/v1alpha1"
     ).stdout
     assert "setWeight" in out
-    assert "Send this percentage of traffic to the canary" in out
+    assert "Send this share of traffic to the canary" in out
 
 
 def test_printer_columns(kube: Kube) -> None:

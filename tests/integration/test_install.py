@@ -4,10 +4,12 @@ accepted by the API server, and the chart's ServiceAccount holds exactly enough 
 - `helm template --include-crds` (default and namespaced values) and `kustomize build` of
   both overlays go through a server-side dry run and then a real server-side apply, in
   namespaces that enforce the `restricted` Pod Security Standard: the operator's pod is
-  admitted (kwok runs no container, so the in-cluster copy competes with nobody).
+  admitted (kwok runs no container, so the in-cluster copy competes with nobody): both
+  replicas, and the PodDisruptionBudget lets the disruption controller evict one at a time.
 - Enough: the operator runs as the chart's ServiceAccount (a TokenRequest token in a
   kubeconfig of its own) and drives examples/canary to completion; no request of it is
-  refused, neither in its log nor in the API server's audit log. The session's admin
+  refused, neither in its log nor in the API server's audit log; it takes and renews the
+  chart's Lease in the release namespace, with the chart's flags. The session's admin
   operator is stopped meanwhile, so that only this one reconciles.
 - Not too much: `kubectl auth can-i --as=system:serviceaccount:NS:SA` is denied for
   Secrets, Pods, namespaces and wildcards, and in namespaced mode for any namespace the
@@ -131,14 +133,15 @@ def delete(sandbox: Sandbox, docs: list[Manifest]) -> None:
     sandbox.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", "-", input=dump(objs), check=False)
 
 
-def operator_pods_admitted(sandbox: Sandbox, namespace: str, deployment: str) -> None:
-    """The Deployment's pod passed admission (restricted Pod Security) and kwok made it available."""
+def operator_pods_admitted(sandbox: Sandbox, namespace: str, deployment: str, replicas: int) -> None:
+    """The Deployment's pods passed admission (restricted Pod Security) and kwok made them
+    available: all `replicas` of them (a leader and its standbys), spread or not."""
 
     def available() -> bool:
         obj = json.loads(
             sandbox.kubectl("-n", namespace, "get", "deployment", deployment, "-o", "json").stdout
         )
-        return bool((obj.get("status") or {}).get("availableReplicas") == 1)
+        return bool((obj.get("status") or {}).get("availableReplicas") == replicas)
 
     def seen() -> str:
         rs = sandbox.kubectl("-n", namespace, "get", "replicasets", "-o", "json", check=False).stdout
@@ -148,6 +151,25 @@ def operator_pods_admitted(sandbox: Sandbox, namespace: str, deployment: str) ->
         wait_until(available, 60, what=f"deployment {namespace}/{deployment} available")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nReplicaSets: {seen()}") from None
+
+
+def budget_allows_one_eviction(sandbox: Sandbox, namespace: str, budget: str, replicas: int) -> None:
+    """The controller-manager's disruption controller counts the operator's pods under the
+    PodDisruptionBudget and allows evicting one of them at a time: a drain keeps a standby."""
+
+    def status() -> dict[str, Any]:
+        obj = json.loads(
+            sandbox.kubectl("-n", namespace, "get", "poddisruptionbudget", budget, "-o", "json").stdout
+        )
+        return dict(obj.get("status") or {})
+
+    wait_until(lambda: status().get("currentHealthy") == replicas, 60, what=f"{replicas} pods under {budget}")
+    st = status()
+    assert (st["expectedPods"], st["desiredHealthy"], st["disruptionsAllowed"]) == (
+        replicas,
+        replicas - 1,
+        1,
+    ), st
 
 
 def http_status(url: str) -> int:
@@ -181,8 +203,22 @@ class Release:
 
     @property
     def deployment(self) -> str:
+        return str(self._deployment["metadata"]["name"])
+
+    @property
+    def replicas(self) -> int:
+        return int(self._deployment["spec"]["replicas"])
+
+    @property
+    def election_args(self) -> list[str]:
+        """The leader-election flags the chart passes to the operator container."""
+        (container,) = self._deployment["spec"]["template"]["spec"]["containers"]
+        return [str(a) for a in container["args"] if str(a).startswith("--leader-elect")]
+
+    @property
+    def _deployment(self) -> Manifest:
         (deployment,) = [d for d in self.docs if d["kind"] == "Deployment"]
-        return str(deployment["metadata"]["name"])
+        return deployment
 
 
 def install(sandbox: Sandbox, *sets: str, watched: list[str] | None = None) -> Release:
@@ -241,7 +277,10 @@ def test_the_default_chart_installs_and_its_pod_passes_restricted_pod_security(
         if kind not in CLUSTER_SCOPED:
             args = ["-n", doc["metadata"]["namespace"], *args]
         assert sandbox.kubectl(*args, check=False).returncode == 0, f"{kind}/{name} not created"
-    operator_pods_admitted(sandbox, release.namespace, release.deployment)
+    assert release.replicas == 2, "a leader and a standby by default"
+    operator_pods_admitted(sandbox, release.namespace, release.deployment, release.replicas)
+    (budget,) = [d for d in release.docs if d["kind"] == "PodDisruptionBudget"]
+    budget_allows_one_eviction(sandbox, release.namespace, budget["metadata"]["name"], release.replicas)
 
 
 def test_the_namespaced_chart_installs_roles_in_the_watched_namespace(
@@ -255,7 +294,7 @@ def test_the_namespaced_chart_installs_roles_in_the_watched_namespace(
         json.loads(sandbox.kubectl("-n", other, "get", "roles,rolebindings", "-o", "json").stdout)["items"]
         == []
     ), "nothing in a namespace the release does not watch"
-    operator_pods_admitted(sandbox, release.namespace, release.deployment)
+    operator_pods_admitted(sandbox, release.namespace, release.deployment, release.replicas)
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
@@ -276,7 +315,10 @@ def test_a_kustomize_overlay_installs_after_the_crds(sandbox: Sandbox, overlay: 
         apply(sandbox, docs, dry_run=True)
         apply(sandbox, docs, dry_run=False)
         (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-        operator_pods_admitted(sandbox, namespace, deployment["metadata"]["name"])
+        replicas = deployment["spec"]["replicas"]
+        operator_pods_admitted(sandbox, namespace, deployment["metadata"]["name"], replicas)
+        (budget,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+        budget_allows_one_eviction(sandbox, namespace, budget["metadata"]["name"], replicas)
     finally:
         delete(sandbox, docs)
 
@@ -317,6 +359,8 @@ DENIED_EVERYWHERE = [
     ("create", "serviceaccounts/token"),
     ("create", "services"),
     ("delete", "virtualservices.networking.istio.io"),
+    ("delete", "httproutes.gateway.networking.k8s.io"),
+    ("create", "gateways.gateway.networking.k8s.io"),
 ]
 # What it needs: the positive controls.
 NEEDED = [
@@ -326,6 +370,8 @@ NEEDED = [
     ("delete", "replicasets.apps"),
     ("patch", "services"),
     ("patch", "virtualservices.networking.istio.io"),
+    ("patch", "httproutes.gateway.networking.k8s.io"),
+    ("watch", "grpcroutes.gateway.networking.k8s.io"),
     ("create", "analysisruns.tidegate.io"),
     ("create", "pods/eviction"),
     ("create", "events"),
@@ -406,15 +452,18 @@ def token_kubeconfig(sandbox: Sandbox, release: Release, path: Path) -> Path:
 
 
 class ServiceAccountOperator(OperatorProcess):
-    """`tidegate operator` with the account's kubeconfig and the chart's --namespace flags."""
+    """`tidegate operator` with the account's kubeconfig and the chart's --namespace and
+    leader-election flags; its Lease in the release namespace, as POD_NAMESPACE puts it there."""
 
     namespaces: tuple[str, ...] = ()
+    release: Release | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        assert self.release is not None, "run it as a release's account"
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_NAMESPACE": self.release.namespace}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         argv = [sys.executable, "-m", "tidegate.cli.main", "operator", "--metrics-host", "127.0.0.1"]
-        argv += ["--metrics-port", str(self.metrics_port)]
+        argv += ["--metrics-port", str(self.metrics_port), *self.release.election_args]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         with open(self.log_path, "ab") as log:
@@ -430,6 +479,33 @@ class ServiceAccountOperator(OperatorProcess):
             return http_status(f"http://127.0.0.1:{self.metrics_port}/readyz") == 200
 
         wait_until(ready, timeout, interval=0.5, what="the operator's /readyz")
+
+    def wait_leading(self, sandbox: Sandbox, timeout: float = 30) -> None:
+        """It took the chart's Lease in the release namespace (with the chart's Lease Role)
+        and says so on /metrics."""
+        assert self.release is not None
+        namespace = self.release.namespace
+        (lease,) = [
+            a.partition("=")[2]
+            for a in self.release.election_args
+            if a.startswith("--leader-elect-lease-name=")
+        ]
+
+        def holder() -> str:
+            proc = sandbox.kubectl(
+                "-n", namespace, "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}", check=False
+            )
+            return proc.stdout.strip() if proc.returncode == 0 else ""
+
+        wait_until(lambda: bool(holder()), timeout, interval=0.5, what=f"the Lease {namespace}/{lease} held")
+        wait_until(
+            lambda: "\ntidegate_leader 1.0" in self.metrics_text(), timeout, interval=0.5, what="leading"
+        )
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            body: bytes = response.read()
+        return "\n" + body.decode()
 
     def forbidden_lines(self, foreign: set[str]) -> list[str]:
         """403s in the log, except about objects in the `foreign` namespaces: other tests'
@@ -519,8 +595,10 @@ def test_the_operator_as_the_charts_account_drives_a_canary_to_completion(
     kube = bare_kube
     foreign = other_tests_namespaces(sandbox, kube.namespace)
     token_kubeconfig(sandbox, cluster_release, sa_operator.kubeconfig)
+    sa_operator.release = cluster_release
     sa_operator.start()
     sa_operator.wait_ready()
+    sa_operator.wait_leading(sandbox)
 
     doc = short_pauses(_load("examples/canary/rollout.yaml", "Rollout"))
     s = given(kube).objects(*HOST).rollout(doc)
@@ -561,6 +639,15 @@ def test_the_operator_as_the_charts_account_drives_a_canary_to_completion(
     # tests' leftovers aside: their namespaces are being deleted.)
     requests = audited_requests(sandbox, cluster_release.user)
     assert any(request_kind(e) == ("patch", "tidegate.io/rollouts/status") for e in requests), "audited"
+    leases = {
+        (e["verb"], (e.get("objectRef") or {}).get("namespace"), (e.get("responseStatus") or {}).get("code"))
+        for e in requests
+        if request_kind(e)[1] == "coordination.k8s.io/leases"
+    }
+    assert ("update", cluster_release.namespace, 200) in leases, (
+        f"renewed its Lease: {sorted(leases, key=str)}"
+    )
+    assert {namespace for _, namespace, _ in leases} == {cluster_release.namespace}, leases
     refused = [
         request_kind(e)
         for e in requests
@@ -577,10 +664,12 @@ def test_the_operator_as_the_namespaced_account_serves_its_namespace(
 ) -> None:
     watched, _other = namespaced_release.watched
     token_kubeconfig(sandbox, namespaced_release, sa_operator.kubeconfig)
+    sa_operator.release = namespaced_release
     sa_operator.namespaces = (watched,)
     sa_operator.start()
     # Up to ~55 s while kopf retries listing namespaces (the known bug, see the xfail below).
     sa_operator.wait_ready(timeout=120)
+    sa_operator.wait_leading(sandbox)
 
     kube = Kube(sandbox, watched)
     doc = short_pauses(_load("examples/canary/rollout.yaml", "Rollout"))

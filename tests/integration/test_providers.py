@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import math
@@ -203,6 +204,15 @@ def test_web_url_arguments_cannot_add_path_or_query(web: WebServer) -> None:
     assert result.value == "/echo?service=x%26admin%3Dtrue%23%2F..%2Fok"
 
 
+def test_web_a_whole_url_can_be_an_argument(web: WebServer) -> None:
+    """Argo Rollouts' `url: "{{args.secret-url}}"`: the argument is the address."""
+    metric = web_metric(url="{{args.url}}", jsonPath="$.path")
+    result = measure(WebMetricProvider(), metric, {"url": f"{web.url}/echo?service=a&b=c"})
+    assert (result.error, result.value) == (None, "/echo?service=a&b=c")
+    failing = measure(WebMetricProvider(), web_metric(url="{{args.url}}"), {"url": f"{web.url}/fail"})
+    assert failing.error is not None and f"{web.url}/fail" in failing.error, "the message names the URL used"
+
+
 @pytest.mark.parametrize(
     ("path", "timeout", "message"),
     [
@@ -253,7 +263,8 @@ def test_web_auth_header_is_sent_from_the_secret_and_never_leaked(
     assert web.requests[-1]["headers"]["Authorization"] == expected
     failed = measure(WebMetricProvider(), web_metric(url=f"{web.url}/fail", authentication=authentication))
     assert web.requests[-1]["headers"]["Authorization"] == expected
-    assert failed.error is not None and "<redacted>" in failed.error  # the server echoed it back
+    # The server echoed the credentials back in its error page: the page is never shown.
+    assert failed.error is not None and failed.error.endswith("HTTP 500") and "internal" not in failed.error
     assert_no_leak(ok, failed, caplog.text)
 
 
@@ -484,3 +495,23 @@ def test_query_range_renders_arguments_and_raises_on_errors(prometheus: Promethe
     assert samples and set(samples) == {0.2}
     with pytest.raises(MeasurementError, match="bad_data"):
         asyncio.run(PrometheusMetricProvider().query_range(spec, SECRETS, query="sum("))
+
+
+def test_query_range_series_keeps_times_and_labels_and_starts_where_asked(
+    prometheus: PrometheusServer,
+) -> None:
+    """The judges' span: points on the grid from `start` (the run's start + a step), none before."""
+    metric = prom_metric(
+        prometheus.url, 'tidegate_test_latency_seconds{pod="a"}', range={"window": "5m", "step": "1s"}
+    )
+    spec = spec_of(metric)
+    end = time.time()
+    start = end - 3.0
+    series = asyncio.run(PrometheusMetricProvider().query_range_series(spec, SECRETS, start=start, end=end))
+    (labels, points) = series[0]
+    assert len(series) == 1 and labels["pod"] == "a"
+    times = [moment for moment, _ in points]
+    # Prometheus answers with millisecond timestamps (a run's start is written in milliseconds too).
+    assert times and times[0] >= start - 1e-3 and times[-1] <= end + 1e-3, (start, end, times)
+    assert all(abs((b - a) - 1.0) < 1e-3 for a, b in itertools.pairwise(times)), times
+    assert {value for _, value in points} == {0.1}

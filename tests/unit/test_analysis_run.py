@@ -16,7 +16,13 @@ from tidegate.api.analysis import (
     Measurement,
     Metric,
 )
-from tidegate.api.rollout import AnalysisRunArgument, MeasurementRetention, MetricNameRef, Rollout
+from tidegate.api.rollout import (
+    AnalysisRunArgument,
+    AnalysisTemplateRef,
+    MeasurementRetention,
+    MetricNameRef,
+    Rollout,
+)
 from tidegate.core import analysis_run as runs
 from tidegate.core.analysis_run import AnalysisSpecError, TemplateSource
 
@@ -387,6 +393,53 @@ JUDGE = {"query": 'rate(x{hash="{{hash}}"}[1m])'}
             metric(count="many", interval="1s"), [], HASHES, "count must be a whole number", id="count"
         ),
         pytest.param(metric(interval="soon"), [], HASHES, "interval: not a duration", id="interval"),
+        # Argo's ValidateMetric, for consecutiveSuccessLimit (v1.8).
+        pytest.param(
+            metric(count=3, interval="1s", failureLimit=1, consecutiveSuccessLimit=3),
+            [],
+            HASHES,
+            "count (3) must be >= failureLimit + consecutiveSuccessLimit (1 + 3)",
+            id="count below failureLimit + consecutiveSuccessLimit",
+        ),
+        pytest.param(
+            metric(count=2, interval="1s", failureLimit=-1, consecutiveSuccessLimit=3),
+            [],
+            HASHES,
+            "count (2) must be >= consecutiveSuccessLimit (3)",
+            id="count below consecutiveSuccessLimit",
+        ),
+        pytest.param(
+            metric(
+                provider={
+                    "prometheus": {
+                        "address": "https://aps-workspaces.example",
+                        "query": "up",
+                        "authentication": {"sigv4": {"region": "eu-west-1"}},
+                    }
+                }
+            ),
+            [],
+            HASHES,
+            "provider.prometheus.authentication.sigv4: not supported by Tidegate",
+            id="sigv4 refused by name",
+        ),
+        pytest.param(
+            metric(interval="1s", failureLimit=-1),
+            [],
+            HASHES,
+            "failureLimit and consecutiveSuccessLimit cannot both be disabled",
+            id="both limits off",
+        ),
+        pytest.param(
+            metric(interval="1ms"),
+            [],
+            HASHES,
+            "interval 1ms is below the minimum of 1s between measurements",
+            id="interval below the floor",
+        ),
+        pytest.param(
+            metric(interval="0"), [], HASHES, "interval 0 is below the minimum of 1s", id="interval zero"
+        ),
         pytest.param(
             metric(judge=JUDGE),
             [],
@@ -431,12 +484,15 @@ def test_template_problems_check_raw_specs() -> None:
             {"name": "ok", "successCondition": "result[0] > 1", "provider": {"web": {"url": "http://x"}}},
             {"name": "bad", "failureCondition": "result[0] <", "provider": {"web": {"url": "http://x"}}},
             {"name": "odd", "failureLimit": "lots"},
+            {"name": "hot", "interval": "1ms", "provider": {"web": {"url": "http://x"}}},
+            {"name": "later", "interval": "{{args.every}}", "provider": {"web": {"url": "http://x"}}},
         ]
     }
     problems = runs.template_problems(spec)
-    assert len(problems) == 2
+    assert len(problems) == 3
     assert problems[0].startswith("metric bad: failureCondition: condition 'result[0] <' does not parse")
     assert problems[1].startswith("metric odd: failureLimit")
+    assert problems[2] == "metric hot: interval 1ms is below the minimum of 1s between measurements"
 
 
 # --- running ---------------------------------------------------------------------------
@@ -537,6 +593,24 @@ def test_a_dry_run_problem_does_not_end_the_run() -> None:
     assert [m.name for m in runs.due_metrics(spec, status, T0)] == ["success-rate"]
 
 
+def test_the_run_summary_counts_metrics_by_phase_and_the_dry_runs_apart() -> None:
+    """Argo Rollouts' status.runSummary and status.dryRunSummary (assessRunStatus)."""
+    from tidegate.api.analysis import RunSummary
+
+    bad = metric("bad", successCondition="result[0] >>= 1")
+    spec = run_spec(RATE, bad, dryRun=[{"metricName": "bad"}])
+    problems = runs.metric_problems(spec, pod_hashes={})
+    status = runs.conclude(spec, runs.start(spec, AnalysisRunStatus(), T0, problems))
+    assert status.run_summary == RunSummary(count=1)
+    assert status.dry_run_summary == RunSummary(count=1, error=1)
+    status = measure(spec, status, "success-rate", [0.2], T0)
+    assert status.run_summary == RunSummary(count=1, failed=1)
+    plain = run_spec(RATE)
+    alone = runs.conclude(plain, runs.start(plain, AnalysisRunStatus(), T0, {}))
+    assert alone.dry_run_summary is None
+    assert "dryRunSummary" not in alone.model_dump(by_alias=True, exclude_none=True)
+
+
 def test_terminate_ends_with_the_verdict_it_has() -> None:
     spec = run_spec(metric(interval="1s", successCondition="result[0] > 0"))  # until stopped
     status = runs.conclude(spec, runs.start(spec, AnalysisRunStatus(), T0, {}))
@@ -620,16 +694,131 @@ def test_judged_metrics_are_scored_together() -> None:
     assert "judged metrics light, heavy: score 0.9" in (status.message or "")
 
 
-def test_a_critical_judged_metric_fails_the_run() -> None:
+def test_a_critical_judged_metric_fails_the_run_at_once() -> None:
     critical = metric("errors", judge={**JUDGE, "critical": True}, count=1)
     other = metric("latency", judge={**JUDGE, "weight": 9.0}, count=1)
     spec = run_spec(critical, other)
     status = runs.conclude(spec, runs.start(spec, AnalysisRunStatus(), T0, {}))
     failed = Measurement(phase="Failed", value="x", message="canary worse", started_at="2024-05-01T12:00:00Z")
-    passed = Measurement(phase="Successful", value="y", message="fine", started_at="2024-05-01T12:00:00Z")
-    status = runs.add_measurement(spec, status, critical, failed)
-    status = runs.conclude(spec, runs.add_measurement(spec, status, other, passed))
+    status = runs.conclude(spec, runs.add_measurement(spec, status, critical, failed))
+    # The other judged metric is still running: the run does not wait for it.
     assert status.phase == "Failed" and "a critical metric failed" in (status.message or "")
+    assert [r.phase for r in status.metric_results] == ["Failed", "Running"]
+
+
+@pytest.mark.parametrize(
+    ("weights", "phase"),
+    [
+        # One of two equal metrics failed: even if the other passes the score is 0.5 < 0.6.
+        ((1.0, 1.0), "Failed"),
+        # 1 of 10 failed: the other could still bring the score to 0.9; wait for it.
+        ((1.0, 9.0), "Running"),
+    ],
+)
+def test_a_score_that_can_no_longer_pass_fails_without_waiting(
+    weights: tuple[float, float], phase: str
+) -> None:
+    first = metric("errors", judge={**JUDGE, "weight": weights[0]}, count=3, interval="1m")
+    second = metric("latency", judge={**JUDGE, "weight": weights[1]}, count=3, interval="1m")
+    spec = run_spec(first, second)
+    status = runs.conclude(spec, runs.start(spec, AnalysisRunStatus(), T0, {}))
+    failed = Measurement(phase="Failed", value="x", message="canary worse", started_at="2024-05-01T12:00:00Z")
+    status = runs.conclude(spec, runs.add_measurement(spec, status, first, failed))
+    assert status.phase == phase, status.message
+
+
+def test_begin_and_finish_step_are_one_controller_step() -> None:
+    judged = metric("errors", judge=JUDGE, count=2, interval="1m")
+    spec = run_spec(judged)
+    status, due = runs.begin_step(spec, AnalysisRunStatus(), T0, {})
+    assert status.phase == "Running" and due == [judged]
+    passed = Measurement(phase="Successful", value="y", started_at="2024-05-01T12:00:00Z")
+    status = runs.finish_step(spec, status, [(judged, passed)])
+    assert status.phase == "Running" and status.metric_results[0].count == 1
+    assert runs.begin_step(spec, status, T0 + timedelta(seconds=30), {})[1] == []
+    status = runs.finish_step(spec, status, [(judged, passed)])
+    assert status.phase == "Successful"
+    assert runs.begin_step(spec, status, T0 + timedelta(minutes=5), {}) == (status, [])
+
+
+def ranged(window: str, step: str) -> Metric:
+    provider = {
+        "prometheus": {"address": "http://p", "query": "q", "range": {"window": window, "step": step}}
+    }
+    return metric("judged", judge=JUDGE, provider=provider)
+
+
+@pytest.mark.parametrize(
+    ("window", "step", "elapsed", "span"),
+    [
+        ("5m", "10s", 5, None),  # no whole step since the run began
+        ("5m", "10s", 10, (10, 10)),
+        ("5m", "10s", 65, (10, 65)),  # from the run's start: nothing from before the canary
+        ("1m", "10s", 125, (70, 125)),  # now - window is later: on the same 10 s grid
+        ("1m", "15s", 200, (150, 200)),
+    ],
+)
+def test_judged_samples_start_at_the_run_start_on_a_fixed_grid(
+    window: str, step: str, elapsed: int, span: tuple[int, int] | None
+) -> None:
+    got = runs.judged_window(ranged(window, step), T0, T0 + timedelta(seconds=elapsed))
+    if span is None:
+        assert got is None
+    else:
+        assert got == (T0 + timedelta(seconds=span[0]), T0 + timedelta(seconds=span[1]))
+
+
+def test_judge_data_aligns_counts_and_histograms_by_time() -> None:
+    counts = metric(
+        "errors",
+        judge={"method": "Counts", "query": 'e{h="{{hash}}"}', "totalQuery": 'r{h="{{hash}}"}'},
+    )
+    assert runs.judge_queries(counts, {"Latest": "c", "Stable": "s"}) == [
+        'e{h="c"}',
+        'e{h="s"}',
+        'r{h="c"}',
+        'r{h="s"}',
+    ]
+    answers = [
+        [({"pod": "a"}, [(10.0, 1.0), (20.0, 2.0)]), ({"pod": "b"}, [(20.0, 1.0)])],  # canary events
+        [({}, [(20.0, 5.0), (30.0, 6.0)])],  # stable events
+        [({}, [(10.0, 100.0), (20.0, 100.0)])],  # canary requests
+        [({}, [(10.0, 900.0), (20.0, 900.0), (30.0, 900.0)])],  # stable requests
+    ]
+    canary, stable = runs.judge_data(counts, answers)
+    # t=10: stable had requests but no events (0); t=30: the canary had no requests (left out).
+    assert canary == [(1.0, 100.0), (3.0, 100.0)] and stable == [(0.0, 900.0), (5.0, 900.0)]
+    distribution = metric("latency", judge={"method": "Distribution", "query": 'b{h="{{hash}}"}'})
+    buckets = [
+        ({"le": "0.1"}, [(10.0, 3.0), (20.0, 4.0)]),
+        ({"le": "+Inf"}, [(10.0, 5.0)]),  # t=20 has no +Inf bucket: left out
+        ({"pod": "x"}, [(10.0, 9.0)]),  # no le: ignored
+    ]
+    canary_h, stable_h = runs.judge_data(distribution, [buckets, buckets])
+    assert canary_h == stable_h == [{0.1: 3.0, float("inf"): 5.0}]
+
+
+def test_a_sequential_judge_reports_its_evidence() -> None:
+    counts = metric(
+        "errors",
+        judge={"method": "Counts", "query": 'e{h="{{hash}}"}', "totalQuery": 'r{h="{{hash}}"}'},
+        count=2,
+        interval="1m",
+    )
+    spec = run_spec(counts)
+    status = runs.start(spec, AnalysisRunStatus(), T0, {})
+    canary = [(30.0, 1000.0)] * 6
+    stable = [(5.0, 1000.0)] * 6
+    bad = runs.judged_measurement(
+        counts, status.metric_results[0], canary, stable, started_at=T0, finished_at=T0
+    )
+    assert bad.phase == "Failed"
+    assert {"eValue", "threshold", "effect", "canaryN", "stableN", "verdict"} <= set(bad.metadata)
+    assert float(bad.metadata["eValue"]) >= 100 and float(bad.metadata["effect"]) == pytest.approx(5.0)
+    same = runs.judged_measurement(
+        counts, status.metric_results[0], stable, stable, started_at=T0, finished_at=T0
+    )
+    assert same.phase == "Successful" and "no evidence yet" in (same.message or "")
 
 
 # --- merge patch, pruning, timestamps ------------------------------------------------------
@@ -689,3 +878,193 @@ def test_a_score_spelled_out_as_the_default_does_not_conflict() -> None:
         ]
     )
     assert merged.pass_score == 0.95
+
+
+def test_a_counts_judge_total_query_takes_arguments_and_needs_the_hash() -> None:
+    judged = metric(
+        "errors",
+        judge={
+            "method": "Counts",
+            "query": 'e{h="{{hash}}",ns="{{args.namespace}}"}',
+            "totalQuery": 'r{ns="{{args.total-ns}}"}',
+        },
+    )
+    assert runs.used_args(judged) == ["namespace", "total-ns"]
+    spec = run_spec(judged, args=[{"name": "namespace", "value": "a"}, {"name": "total-ns", "value": "b"}])
+    problems = runs.metric_problems(spec, pod_hashes={"Stable": "s", "Latest": "c"})
+    assert "totalQuery must contain {{hash}}" in problems["errors"]
+
+
+def test_counts_and_limits_from_arguments_are_resolved_when_the_run_is_made() -> None:
+    """Argo Rollouts' int-or-string fields: `count: "{{args.looks}}"` and the limits are
+    resolved per run from the run's arguments."""
+    from tidegate.api.analysis import Argument, Metric
+
+    metric = Metric.model_validate(
+        {
+            "name": "m",
+            "interval": "{{args.every}}",
+            "count": "{{args.looks}}",
+            "failureLimit": "{{args.failures}}",
+            "consecutiveSuccessLimit": "{{args.streak}}",
+            "inconclusiveLimit": 2,
+            "provider": {"web": {"url": "http://x"}},
+        }
+    )
+    args = [
+        Argument(name="every", value="30s"),
+        Argument(name="looks", value="5"),
+        Argument(name="failures", value="1"),
+        Argument(name="streak", value="3"),
+    ]
+    resolved = runs.resolve_numbers(metric, args)
+    assert resolved.consecutive_success_limit == 3
+    assert (resolved.interval, resolved.count, resolved.failure_limit, resolved.inconclusive_limit) == (
+        "30s",
+        5,
+        1,
+        2,
+    )
+    with pytest.raises(runs.AnalysisSpecError, match="count"):
+        runs.resolve_numbers(metric, args[:1])
+
+
+# --- nested templates: Argo's getAnalysisTemplatesFromRefs + FilterUniqueTemplates ---------
+
+
+def _source(
+    name: str, *metric_names: str, nested: tuple[str, ...] = (), cluster: bool = False, **fields: Any
+) -> TemplateSource:
+    spec = AnalysisTemplateSpec.model_validate(
+        {
+            "metrics": [metric(n).model_dump(by_alias=True, exclude_none=True) for n in metric_names],
+            "templates": [
+                {"templateName": n.removeprefix("cluster:"), "clusterScope": n.startswith("cluster:")}
+                for n in nested
+            ],
+            **fields,
+        }
+    )
+    return TemplateSource(name=name, spec=spec, cluster_scope=cluster)
+
+
+def _refs(*names: str) -> list[AnalysisTemplateRef]:
+    return [
+        AnalysisTemplateRef(template_name=n.removeprefix("cluster:"), cluster_scope=n.startswith("cluster:"))
+        for n in names
+    ]
+
+
+def _found(*sources: TemplateSource) -> dict[tuple[bool, str], TemplateSource]:
+    return {(s.cluster_scope, s.name): s for s in sources}
+
+
+@pytest.mark.parametrize(
+    ("sources", "refs", "order"),
+    [
+        # One level: the template, then the ones it names.
+        (
+            [_source("all", "a", nested=("b", "c")), _source("b", "b"), _source("c", "c")],
+            ["all"],
+            ["all", "b", "c"],
+        ),
+        # A template with only templates.
+        ([_source("wrap", nested=("b",)), _source("b", "b")], ["wrap"], ["wrap", "b"]),
+        # Two levels, depth first.
+        (
+            [
+                _source("top", nested=("mid", "c")),
+                _source("mid", "m", nested=("b",)),
+                _source("b", "b"),
+                _source("c", "c"),
+            ],
+            ["top"],
+            ["top", "mid", "b", "c"],
+        ),
+        # A diamond: the shared template once (FilterUniqueTemplates).
+        (
+            [
+                _source("x", nested=("l", "r")),
+                _source("l", "l", nested=("base",)),
+                _source("r", "r", nested=("base",)),
+                _source("base", "base"),
+            ],
+            ["x"],
+            ["x", "l", "base", "r"],
+        ),
+        # A ClusterAnalysisTemplate named from an AnalysisTemplate, and one of the same name.
+        (
+            [_source("t", "t", nested=("cluster:t",)), _source("t", "ct", cluster=True)],
+            ["t"],
+            ["AnalysisTemplate t", "ClusterAnalysisTemplate t"],
+        ),
+    ],
+)
+def test_nested_templates_are_flattened_depth_first_each_once(
+    sources: list[TemplateSource], refs: list[str], order: list[str]
+) -> None:
+    flat = runs.flatten_templates(_refs(*refs), _found(*sources))
+    names = [s.describe() if " " in order[0] else s.name for s in flat]
+    assert names == order
+
+
+def test_nested_templates_merge_metrics_args_dry_run_and_retention() -> None:
+    outer = _source(
+        "outer",
+        "a",
+        nested=("inner",),
+        args=[{"name": "svc"}],
+        dryRun=[{"metricName": "a"}],
+        measurementRetention=[{"metricName": "a", "limit": 3}],
+    )
+    inner = _source(
+        "inner",
+        "b",
+        args=[{"name": "svc", "value": "web"}, {"name": "ns", "value": "shop"}],
+        dryRun=[{"metricName": "b"}],
+        measurementRetention=[{"metricName": "b", "limit": 5}],
+    )
+    merged = runs.merge_templates(runs.flatten_templates(_refs("outer"), _found(outer, inner)))
+    assert [m.name for m in merged.metrics] == ["a", "b"]
+    assert {a.name: a.value for a in merged.args} == {"svc": "web", "ns": "shop"}
+    assert [d.metric_name for d in merged.dry_run] == ["a", "b"]
+    assert [(r.metric_name, r.limit) for r in merged.measurement_retention] == [("a", 3), ("b", 5)]
+
+
+@pytest.mark.parametrize(
+    ("sources", "refs", "message"),
+    [
+        (
+            [_source("a", "x", nested=("a",))],
+            ["a"],
+            "nested templates form a loop: AnalysisTemplate a -> AnalysisTemplate a",
+        ),
+        (
+            [
+                _source("a", "x", nested=("b",)),
+                _source("b", "y", nested=("cluster:c",)),
+                _source("c", "z", nested=("a",), cluster=True),
+            ],
+            ["a"],
+            "loop: AnalysisTemplate a -> AnalysisTemplate b -> ClusterAnalysisTemplate c"
+            " -> AnalysisTemplate a",
+        ),
+        ([_source("a", "x", nested=("gone",))], ["a"], "AnalysisTemplate gone not found"),
+    ],
+)
+def test_a_nested_loop_or_a_missing_template_is_a_spec_error(
+    sources: list[TemplateSource], refs: list[str], message: str
+) -> None:
+    with pytest.raises(runs.AnalysisSpecError, match=message):
+        runs.flatten_templates(_refs(*refs), _found(*sources))
+
+
+def test_a_metric_in_two_nested_templates_is_a_spec_error_and_none_at_all_too() -> None:
+    with pytest.raises(runs.AnalysisSpecError, match="metric 'a' is defined by both"):
+        runs.merge_templates(
+            runs.flatten_templates(_refs("o"), _found(_source("o", "a", nested=("i",)), _source("i", "a")))
+        )
+    with pytest.raises(runs.AnalysisSpecError, match="the templates define no metric"):
+        runs.merge_templates(
+            runs.flatten_templates(_refs("o"), _found(_source("o", nested=("i",)), _source("i")))
+        )

@@ -179,3 +179,33 @@ def test_reader_self_check() -> None:
     with pytest.raises(ValueError, match="unknown escape"):
         promql_string_literals("'\\\"'")  # \" inside '...' is rejected by Prometheus
     assert promql_string_literals("\"\\\"\" '\\'' `\\x`") == ['"', "'", "\\x"]
+
+
+@pytest.mark.parametrize(
+    ("template", "args", "expected"),
+    [
+        # A whole URL from an argument (Argo Rollouts' rollout-secret example): as is.
+        ("{{args.secret-url}}", {"secret-url": "https://h:8443/api/v1/q?a=1&b=2"}, "https://h:8443/api/v1/q?a=1&b=2"),
+        # Host and port: as is; path segment and query value: escaped.
+        ("http://{{args.host}}/x/{{args.seg}}?q={{args.seg}}", {"host": "svc.ns:9090", "seg": "a b/c"},
+         "http://svc.ns:9090/x/a%20b%2Fc?q=a%20b%2Fc"),
+        # A value in the path can never start a query or a fragment.
+        ("https://h/{{args.p}}", {"p": "x?admin=1#y"}, "https://h/x%3Fadmin%3D1%23y"),
+        ("https://h/?q={{args.q}}#{{args.f}}", {"q": "1&x=2", "f": "a/b"}, "https://h/?q=1%26x%3D2#a%2Fb"),
+    ],
+)  # fmt: skip
+def test_url_arguments_are_escaped_for_where_they_sit(
+    template: str, args: dict[str, str], expected: str
+) -> None:
+    assert render_query(template, args, escape="url") == expected
+
+
+def test_a_secret_url_is_redacted_with_or_without_its_query() -> None:
+    from tidegate.k8s.analysis import _Scrubber
+
+    scrub = _Scrubber()
+    scrub.secrets.append("https://hooks.internal/t/abc123?key=s3cr3t")
+    message = (
+        "GET https://hooks.internal/t/abc123: HTTP 500 (from https://hooks.internal/t/abc123?key=s3cr3t)"
+    )
+    assert scrub(message) == "GET <redacted>: HTTP 500 (from <redacted>)"

@@ -442,3 +442,106 @@ def test_run_message_names_the_worst_metrics() -> None:
 def test_run_message_mentions_dry_run_failures() -> None:
     verdict = assess_run([result_of("a", "Successful"), result_of("b", "Failed", dry_run=True)])
     assert verdict.message == "all metrics successful: a (dry-run, not counted: metric b failed)"
+
+
+# --- consecutiveSuccessLimit: Argo v1.8's assessMetricStatus, row by row ------------------
+
+CSL_ONLY = {"interval": "60s", "failure_limit": -1}
+CSL_AND_FAILURES = {"interval": "60s", "failure_limit": 4, "consecutive_success_limit": 4}
+
+
+def counters(failed: int, successful: int, streak: int, *, last: str = "Failed") -> MetricResult:
+    return MetricResult(
+        name="success-rate",
+        failed=failed,
+        successful=successful,
+        count=failed + successful,
+        consecutive_success=streak,
+        measurements=[
+            Measurement(phase=last, value="99", started_at=T0.isoformat(), finished_at=T0.isoformat())
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "result", "running", "terminated"),
+    [
+        # TestAssessMetricStatusConsecutiveSuccessLimit: failureLimit -1, no count.
+        ({**CSL_ONLY, "consecutive_success_limit": 3}, counters(3, 4, 3), "Successful", "Successful"),
+        ({**CSL_ONLY, "consecutive_success_limit": 5}, counters(3, 4, 3), "Running", "Successful"),
+        # ... count 7, reached.
+        ({**CSL_ONLY, "consecutive_success_limit": 5, "count": 7}, counters(3, 4, 3), "Failed", "Failed"),
+        (
+            {**CSL_ONLY, "consecutive_success_limit": 3, "count": 7},
+            counters(3, 4, 3),
+            "Successful",
+            "Successful",
+        ),
+        # ... count 9, not reached.
+        (
+            {**CSL_ONLY, "consecutive_success_limit": 3, "count": 9},
+            counters(3, 4, 3),
+            "Successful",
+            "Successful",
+        ),
+        (
+            {**CSL_ONLY, "consecutive_success_limit": 5, "count": 9},
+            counters(3, 4, 3),
+            "Running",
+            "Successful",
+        ),
+        # TestAssessMetricStatusFailureLimitAndConsecutiveSuccessLimit: failureLimit 4, limit 4.
+        (CSL_AND_FAILURES, counters(3, 4, 3), "Running", "Successful"),
+        (CSL_AND_FAILURES, counters(5, 4, 0), "Failed", "Failed"),
+        (CSL_AND_FAILURES, counters(3, 5, 4, last="Successful"), "Successful", "Successful"),
+        (CSL_AND_FAILURES, counters(5, 5, 4, last="Successful"), "Failed", "Failed"),
+        # ... count 10, reached: short of the streak is Inconclusive while failures are counted.
+        ({**CSL_AND_FAILURES, "count": 10}, counters(4, 6, 3), "Inconclusive", "Inconclusive"),
+        ({**CSL_AND_FAILURES, "count": 10}, counters(5, 5, 3), "Failed", "Failed"),
+        ({**CSL_AND_FAILURES, "count": 10}, counters(4, 6, 4, last="Successful"), "Successful", "Successful"),
+        ({**CSL_AND_FAILURES, "count": 10}, counters(5, 5, 4, last="Successful"), "Failed", "Failed"),
+        # consecutiveSuccessLimit 0 or omitted: off, the count decides as before.
+        (
+            {"interval": "60s", "count": 7, "consecutive_success_limit": 0},
+            counters(0, 7, 7),
+            "Successful",
+            "Successful",
+        ),
+        (
+            {"interval": "60s", "count": 7, "consecutive_success_limit": "2"},
+            counters(0, 2, 2),
+            "Successful",
+            "Successful",
+        ),
+    ],
+)
+def test_consecutive_success_limit_as_argo_assesses_it(
+    fields: dict[str, Any], result: MetricResult, running: str, terminated: str
+) -> None:
+    assert assess_metric(metric(**fields), result).phase == running
+    assert assess_metric(metric(**fields), result, terminated=True).phase == terminated
+
+
+def test_the_streak_is_counted_and_reset_by_anything_but_a_success() -> None:
+    m = metric(interval="30s", consecutive_success_limit=3, failure_limit=5)
+    result = MetricResult(name="success-rate")
+    streaks = []
+    for measurement in measurements("SSFSSESSS"):
+        result = record(result, measurement, metric=m)
+        streaks.append(result.consecutive_success)
+    assert streaks == [1, 2, 0, 1, 2, 0, 1, 2, 3]
+    assert result.phase == "Successful"
+    assert "3 successful measurements in a row reach consecutiveSuccessLimit 3" in (result.message or "")
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"failure_limit": -1}, "failureLimit and consecutiveSuccessLimit cannot both be disabled"),
+        ({"failure_limit": -2, "consecutive_success_limit": 1}, "failureLimit cannot be negative except -1"),
+        ({"consecutive_success_limit": -1}, "consecutiveSuccessLimit cannot be negative"),
+    ],
+)
+def test_limits_argo_refuses_are_errors_naming_the_field(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        assess_metric(metric(interval="30s", **fields), [])

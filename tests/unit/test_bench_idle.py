@@ -270,7 +270,10 @@ def test_render_idle() -> None:
     text = bench.render(report(quiet, []))
     assert "operator requests/min       0.00 (0 requests" in text
     assert "verb     resource" not in text
-    assert text.endswith("findings: none; no request from the operator beyond its watches while idle")
+    assert text.endswith(
+        "findings: none; no request from the operator beyond its watches "
+        "(and the leader's Lease renewal) while idle"
+    )
 
 
 def test_json_has_the_table_figures() -> None:

@@ -44,8 +44,8 @@ def test_basic_example_json() -> None:
         None,
     )
     assert columns(data, "step", "action", "weight", "canaryPods", "stablePods", "at", "wait") == [
-        (1, "setWeight 34", 34, 2, 1, 0.0, 0.0),
-        (2, "pause 10s", 34, 2, 1, 0.0, 10.0),
+        (1, "setWeight 34", 34, 1, 2, 0.0, 0.0),
+        (2, "pause 10s", 34, 1, 2, 0.0, 10.0),
         (None, "promote: all traffic to the new version", 100, 3, 3, 10.0, 0.0),
         (None, "scale down the previous version", 100, 3, 0, 10.0, 0.0),
     ]
@@ -65,11 +65,11 @@ def test_basic_example_text() -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         "Rollout hello: canary, 3 replicas, no traffic router\n"
-        "  the weight is the canary's share of pods (maxSurge 25% = 1, maxUnavailable 0 = 0)\n"
+        "  the weight is the canary's share of pods (maxSurge 25% = 1, maxUnavailable 25% = 0)\n"
         "\n"
         "STEP  ACTION                                   WEIGHT  CANARY  STABLE  AT    WAIT  NOTES\n"
-        "1     setWeight 34                                34%       2       1  +0s   -     up to 4 pods during the change\n"  # noqa: E501
-        "2     pause 10s                                   34%       2       1  +0s   10s\n"
+        "1     setWeight 34                                34%       1       2  +0s   -     up to 4 pods during the change\n"  # noqa: E501
+        "2     pause 10s                                   34%       1       2  +0s   10s\n"
         "-     promote: all traffic to the new version    100%       3       3  +10s  -\n"
         "-     scale down the previous version            100%       3       0  +10s  -\n"
         "\n"
@@ -114,6 +114,22 @@ def test_canary_subset_example() -> None:
     assert data["total"]["text"] == "10s"
 
 
+def test_gateway_api_example() -> None:
+    """The Gateway API router splits traffic like Istio's: canary pods follow the weight."""
+    data = plan_json("examples/gateway-api/")  # Gateway, HTTPRoute and Services are skipped
+    assert (data["rollout"], data["replicas"], data["trafficRouter"]) == ("api-gateway", 3, "gatewayAPI")
+    assert columns(data, "kind", "weight", "canaryPods", "stablePods", "headerRoutes") == [
+        ("setWeight", 5, 1, 3, []),
+        ("setHeaderRoute", 5, 1, 3, ["canary-header"]),
+        ("pause", 5, 1, 3, ["canary-header"]),
+        ("setWeight", 50, 2, 3, ["canary-header"]),
+        ("pause", 50, 2, 3, ["canary-header"]),
+        ("promote", 100, 3, 3, []),
+        ("scaleDown", 100, 3, 0, []),
+    ]
+    assert data["total"]["text"] == "5s + 1 manual promotion"
+
+
 def test_blue_green_and_manual_pause_from_a_multi_rollout_file() -> None:
     shop = plan_json(str(FIXTURES / "good.yaml"), "--name", "shop")
     assert columns(shop, "kind", "weight", "canaryPods", "stablePods", "at") == [
@@ -129,12 +145,13 @@ def test_blue_green_and_manual_pause_from_a_multi_rollout_file() -> None:
 
 
 def test_analysis_windows_come_from_the_templates_in_the_files() -> None:
-    data = plan_json(str(FIXTURES / "analysis.yaml"), "--name", "checkout")
+    # tests/fixtures/lint/analysis.yaml with the argument lint rejects spelled right
+    data = plan_json("tests/fixtures/plan/analysis.yaml", "--name", "checkout")
     assert data["rows"][1]["action"] == "analysis error-rate, smoke"
     assert data["rows"][1]["wait"] is None  # error-rate has an interval and no count
     assert data["total"]["unknown"] == ["step 2: metric errors measures every 1m00s until stopped (no count)"]
     assert data["backgroundAnalysis"]["startingStep"] == 2
-    late = plan_json(str(FIXTURES / "analysis.yaml"), "--name", "late")
+    late = plan_json("tests/fixtures/plan/analysis.yaml", "--name", "late")
     assert late["backgroundAnalysis"]["startingStep"] == 4  # past the steps: at promotion
     assert late["backgroundAnalysis"]["at"] == 0.0
 
@@ -148,14 +165,34 @@ def test_several_rollouts_need_a_name() -> None:
     assert "no Rollout named 'nope' in the files (Rollouts: shop, web)" in missing.output
 
 
-def test_an_invalid_rollout_points_to_lint() -> None:
+def test_an_invalid_rollout_is_not_planned_with_lints_errors() -> None:
     result = plan(str(FIXTURES / "bad-rollout.yaml"), "--name", "typed")
     assert result.exit_code == 1
     assert (
-        "Rollout/typed: spec.strategy.canary.steps[0].setWeight: must be less than or equal to 100"
-        in result.stderr
+        "Rollout/typed (document 4): spec.strategy.canary.steps[1].setWeight: "
+        "must be a valid integer (got '10')" in result.stderr
     )
-    assert "`tidegate lint` tells more" in result.stderr
+    assert "not planned (`tidegate lint` rejects the files)" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["tests/fixtures/lint/analysis.yaml", "examples/analysis/rollout.yaml"],
+    ids=["an-argument-without-value", "a-template-not-given"],
+)
+def test_plan_exits_1_exactly_where_lint_does(fixture: str) -> None:
+    linted = CliRunner().invoke(cli, ["lint", fixture])
+    planned = plan(fixture, "--name", "checkout" if "fixtures" in fixture else "web")
+    assert (linted.exit_code, planned.exit_code) == (1, 1), planned.output
+    errors = [line for line in linted.stdout.splitlines() if ": error: " in line]
+    assert errors and all(line in planned.stderr for line in errors)
+
+
+def test_lint_warnings_alone_do_not_stop_a_plan() -> None:
+    linted = CliRunner().invoke(cli, ["lint", "tests/fixtures/plan/analysis.yaml"])
+    assert linted.exit_code == 0 and ": warning: " in linted.stdout
+    assert plan("tests/fixtures/plan/analysis.yaml", "--name", "checkout").exit_code == 0
 
 
 def test_help_has_an_example() -> None:

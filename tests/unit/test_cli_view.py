@@ -173,6 +173,14 @@ def test_the_weight_bar_and_percentages_read_back_from_status() -> None:
     assert "25% canary" in weight and "by pod count" in weight and "step target 50%" in weight
 
 
+def test_a_weight_out_of_max_traffic_weight_is_shown_as_a_percentage_too() -> None:
+    doc = canary(canary={"weights": {"canary": {"weight": 250}, "stable": {"weight": 750}, "verified": True}})
+    doc["spec"]["strategy"]["canary"]["trafficRouting"] = {"maxTrafficWeight": 1000}
+    weight = line_with(text(Snapshot(doc, SETS)), "Weight:")
+    assert "█████░░░░░░░░░░░░░░░" in weight
+    assert "25% canary / 75% stable (250/1000) (verified)" in weight
+
+
 @pytest.mark.parametrize(("weight", "cells"), [(0, 0), (1, 0), (3, 1), (50, 10), (99, 20), (100, 20)])
 def test_weight_bar_cells(weight: int, cells: int) -> None:
     bar = weight_bar(weight)
@@ -289,6 +297,18 @@ def test_a_missing_rollout_renders_a_line() -> None:
         ({"setCanaryScale": {"weight": 20}}, "setCanaryScale weight=20%"),
         ({"setCanaryScale": {"matchTrafficWeight": True}}, "setCanaryScale matchTrafficWeight"),
         ({"setHeaderRoute": {"name": "h"}}, "setHeaderRoute h (remove)"),
+        (
+            {
+                "setHeaderRoute": {
+                    "name": "h",
+                    "match": [
+                        {"headerName": "x-canary", "headerValue": {"exact": "true"}},
+                        {"queryParamName": "canary", "queryParamValue": {"prefix": "beta"}},
+                    ],
+                }
+            },
+            "setHeaderRoute h (x-canary=true, ?canary^=beta)",
+        ),
         ({"analysis": {"templates": [{"templateName": "a"}]}}, "analysis a"),
     ],
 )
@@ -307,35 +327,51 @@ def test_step_counts_from_one_and_ends_at_n() -> None:
 
 
 def test_promote_at_a_pause_step_clears_the_pause_conditions() -> None:
-    d = control.decide_promote(canary(index=1), full=False, now=NOW)
+    d = control.decide_promote(canary(index=1), full=False)
     assert d.status == {"pauseConditions": []} and d.spec == {}
     assert d.message == "rollout web promoted: step 2/7 -> 3/7"
 
 
-def test_promote_of_a_canary_not_paused_skips_the_current_step() -> None:
-    d = control.decide_promote(
-        canary(index=2, pauseConditions=[], controllerPause=False), full=False, now=NOW
-    )
-    assert d.status == {"currentStepIndex": 3, "stepStartedAt": "2025-01-01T12:00:00Z"}
-    assert "step 3/7 -> 4/7" in d.message
+def test_promote_of_a_canary_not_paused_asks_the_operator_to_skip_the_current_step() -> None:
+    # An analysis step in progress: no pause to clear, so the intent names the step.
+    d = control.decide_promote(canary(index=4, pauseConditions=[], controllerPause=False), full=False)
+    assert d.status == {"skipStep": 4} and d.spec == {}
+    assert d.message == "rollout web promoted: step 5/7 (analysis success-rate, latency) skipped -> 6/7"
+    assert "currentStepIndex" not in d.status and "stepStartedAt" not in d.status
+
+
+def test_promote_refuses_a_step_already_asked_to_be_skipped() -> None:
+    r = canary(index=4, pauseConditions=[], controllerPause=False, skipStep=4)
+    with pytest.raises(control.Refusal, match="step 5/7 is already promoted"):
+        control.decide_promote(r, full=False)
+    # A skipStep left from an earlier step does not stop promoting this one.
+    r["status"]["skipStep"] = 3
+    assert control.decide_promote(r, full=False).status == {"skipStep": 4}
+
+
+def test_promote_of_a_timed_pause_clears_its_pause_condition() -> None:
+    r = canary(index=1)  # step 2/7 is pause 30s
+    d = control.decide_promote(r, full=False)
+    assert d.status == {"pauseConditions": []}
+    assert d.message == "rollout web promoted: step 2/7 -> 3/7"
 
 
 def test_promote_unpauses_spec_paused_without_skipping() -> None:
     r = canary(index=2, pauseConditions=[], controllerPause=False)
     r["spec"]["paused"] = True
-    d = control.decide_promote(r, full=False, now=NOW)
+    d = control.decide_promote(r, full=False)
     assert d.spec == {"paused": False} and d.status == {}
 
 
 def test_promote_full_skips_the_remaining_steps() -> None:
-    d = control.decide_promote(canary(index=1), full=True, now=NOW)
+    d = control.decide_promote(canary(index=1), full=True)
     assert d.status == {"pauseConditions": [], "promoteFull": True}
     assert "full promotion" in d.message
 
 
 def test_promote_of_the_last_pause_step_says_promotion() -> None:
     r = canary(index=6, pauseConditions=[{"reason": "CanaryPauseStep", "startTime": ago(1)}])
-    assert control.decide_promote(r, full=False, now=NOW).message.endswith("step 7/7 -> promotion")
+    assert control.decide_promote(r, full=False).message.endswith("step 7/7 -> promotion")
 
 
 @pytest.mark.parametrize(
@@ -348,23 +384,23 @@ def test_promote_of_the_last_pause_step_says_promotion() -> None:
 )
 def test_promote_refusals(status: Obj, words: str) -> None:
     with pytest.raises(control.Refusal, match=words):
-        control.decide_promote(canary(**status), full=False, now=NOW)
+        control.decide_promote(canary(**status), full=False)
 
 
 def test_promote_blue_green() -> None:
     bg = canary()
     bg["spec"]["strategy"] = {"blueGreen": {"activeService": "a", "autoPromotionEnabled": False}}
     bg["status"]["pauseConditions"] = [{"reason": "BlueGreenPause", "startTime": ago(3)}]
-    d = control.decide_promote(bg, full=False, now=NOW)
+    d = control.decide_promote(bg, full=False)
     assert (
         d.status == {"pauseConditions": []}
         and d.message == "rollout web promoted: preview abc becomes active once it runs at full size"
     )
     bg["status"]["pauseConditions"] = []
-    assert control.decide_promote(bg, full=False, now=NOW).status == {"promoteFull": True}
+    assert control.decide_promote(bg, full=False).status == {"promoteFull": True}
     bg["status"]["blueGreen"] = {"promoting": True}
     with pytest.raises(control.Refusal, match="already promoting"):
-        control.decide_promote(bg, full=False, now=NOW)
+        control.decide_promote(bg, full=False)
 
 
 def test_abort_and_its_refusals() -> None:
@@ -376,28 +412,56 @@ def test_abort_and_its_refusals() -> None:
         control.decide_abort(canary(phase="Healthy", stableRS="abc"))
 
 
-def test_retry_starts_the_steps_again_and_refuses_when_not_aborted() -> None:
-    d = control.decide_retry(canary(abort=True, abortedAt=ago(60)), NOW)
-    assert d.status["abort"] is False and d.status["abortedAt"] is None
-    assert d.status["currentStepIndex"] == 0 and d.status["pauseConditions"] == []
-    assert d.status["controllerPause"] is False and d.status["progressAt"] == "2025-01-01T12:00:00Z"
-    assert "abortedRevision" not in d.status  # the operator's own mark of a retry
+def test_retry_writes_only_the_intent_abort_false() -> None:
+    d = control.decide_retry(canary(abort=True, abortedAt=ago(60), abortedRevision="abc"))
+    # The operator resets the step index, pauses, analysis round and clocks itself.
+    assert d.status == {"abort": False} and d.spec == {} and d.json_patch == []
+    assert d.message == "rollout web retried: steps start again at 1/7, with a new round of analysis runs"
     with pytest.raises(control.Refusal, match="not aborted"):
-        control.decide_retry(canary(), NOW)
+        control.decide_retry(canary())
     bg = canary(abort=True)
     bg["spec"]["strategy"] = {"blueGreen": {"activeService": "a"}}
-    d = control.decide_retry(bg, NOW)
-    assert d.status["blueGreen"] == {"promoting": False} and "currentStepIndex" not in d.status
+    d = control.decide_retry(bg)
+    assert d.status == {"abort": False} and d.message == "rollout web retried: the preview starts again"
 
 
 def test_pause_and_resume() -> None:
-    assert control.decide_pause(canary()).spec == {"paused": True}
-    r = canary()
+    assert control.decide_pause(canary(pauseConditions=[])).spec == {"paused": True}
+    r = canary(pauseConditions=[])
     r["spec"]["paused"] = True
     assert control.decide_pause(r).spec == {}
     d = control.decide_resume(r)
-    assert d.spec == {"paused": False} and d.status == {"pauseConditions": []}
+    assert d.spec == {"paused": False} and d.status == {}
+    assert d.message == "rollout web resumed (spec.paused: false)"
     assert "nothing to resume" in control.decide_resume(canary(pauseConditions=[])).message
+
+
+def test_resume_never_ends_a_pause_step() -> None:
+    # The reported bug: `pause: {duration: 1h}` and resume (twice) promoted fully.
+    r = canary(index=1)
+    r["spec"]["strategy"]["canary"]["steps"][1] = {"pause": {"duration": "1h"}}
+    for _ in range(2):
+        d = control.decide_resume(r)
+        assert d.status == {} and d.spec == {}
+        assert d.message == (
+            "rollout web is not paused (spec.paused is not set): nothing to resume; it waits in "
+            "a pause step at step 2/7 (pause 1h): `tidegate promote web` ends a pause"
+        )
+    # Paused both ways: resume lifts spec.paused only, and says the pause step remains.
+    r["spec"]["paused"] = True
+    d = control.decide_resume(r)
+    assert d.spec == {"paused": False} and d.status == {}
+    assert "resumed (spec.paused: false); it waits in a pause step" in d.message
+    inconclusive = canary(
+        index=4, pauseConditions=[{"reason": "InconclusiveAnalysisRun", "startTime": ago(5)}]
+    )
+    assert "it waits in an inconclusive analysis at step 5/7" in control.decide_resume(inconclusive).message
+    bg = canary(pauseConditions=[{"reason": "BlueGreenPause", "startTime": ago(5)}])
+    bg["spec"]["strategy"] = {"blueGreen": {"activeService": "a", "autoPromotionEnabled": False}}
+    assert (
+        "it waits in the blue-green preview pause: `tidegate promote web`"
+        in control.decide_resume(bg).message
+    )
 
 
 def test_set_image_by_container_name_and_unknown_names() -> None:
@@ -445,3 +509,27 @@ def test_undo_restores_the_template_the_previous_revision_was_made_from() -> Non
         control.decide_undo(r, [rs1, rs2], 5)
     with pytest.raises(control.Refusal, match="already runs the template of revision 2"):
         control.decide_undo(r, [rs1, rs2], 2)
+
+
+def test_promote_full_of_an_aborted_rollout_asks_for_full_promotion_and_plain_promote_refuses() -> None:
+    """As Argo Rollouts' `promote --full`: the operator lifts the abort (core/toolkit.py)."""
+    r = canary(index=1, abort=True, abortedAt="2026-01-01T00:00:00Z")
+    d = control.decide_promote(r, full=True)
+    assert d.status == {"promoteFull": True}
+    with pytest.raises(control.Refusal, match="promote --full"):
+        control.decide_promote(r, full=False)
+
+
+def test_the_routes_the_router_manages_are_listed_under_the_weight() -> None:
+    routed = canary(
+        canary={
+            "weights": {"canary": {"weight": 5}, "verified": True},
+            "managedRoutes": ["HTTPRoute/api-gateway/primary", "GRPCRoute/api-grpc/rules[0]"],
+        }
+    )
+    out = text(Snapshot(routed, SETS))
+    assert "5% canary / 95% stable (verified)" in line_with(out, "Weight:")
+    assert line_with(out, "Routes:").split("Routes:")[1].strip() == (
+        "HTTPRoute/api-gateway/primary, GRPCRoute/api-grpc/rules[0]"
+    )
+    assert "Routes:" not in text(Snapshot(canary(), SETS)), "no line without a router"

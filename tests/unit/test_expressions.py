@@ -162,3 +162,38 @@ def test_no_python_evaluation() -> None:
     for text in ("__import__('os').system('true')", "result.__class__", "open('/etc/passwd')"):
         with pytest.raises(ExpressionError):
             compile_expression(text).evaluate(1.0)
+
+
+CUBIC = "result.map(a, result.map(b, result.map(c, a + b + c))).size() > 0"
+
+
+def test_a_condition_past_its_cost_budget_is_an_error_naming_the_budget() -> None:
+    from tidegate.core.expressions import Budget
+
+    with pytest.raises(ExpressionError, match=r"stopped: it ran past its cost budget of 1000 operations"):
+        compile_expression(CUBIC).evaluate([float(i) for i in range(60)], Budget(max_operations=1000))
+
+
+def test_a_condition_past_its_time_budget_is_an_error_naming_the_budget() -> None:
+    from tidegate.core.expressions import Budget
+
+    ticks = iter(range(10**6))
+    budget = Budget(max_operations=10**9, max_seconds=3.0, clock=lambda: float(next(ticks)))
+    with pytest.raises(ExpressionError, match=r"ran past its time budget of 3s \(the result has 60 elements"):
+        compile_expression(CUBIC).evaluate([float(i) for i in range(60)], budget)
+
+
+@pytest.mark.parametrize(
+    ("text", "result"),
+    [
+        ("len(result) > 0 && result[0] >= 0.95", [0.99] * 200),
+        ("result.all(x, x >= 0.5)", [0.9] * 200),
+        ("result.exists(x, x > 2.0) == false", [1.0] * 200),
+    ],
+)
+def test_ordinary_conditions_stay_well_within_the_default_budget(text: str, result: list[float]) -> None:
+    from tidegate.core.expressions import Budget
+
+    budget = Budget()
+    assert compile_expression(text).evaluate(result, budget) is True
+    assert budget.used < budget.max_operations / 10, budget.used

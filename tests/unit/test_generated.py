@@ -31,6 +31,7 @@ def test_testenv_versions_match_the_sandbox() -> None:
     assert env["HELM_VERSION"] == assets.HELM_VERSION
     assert env["KUSTOMIZE_VERSION"] == assets.KUSTOMIZE_VERSION
     assert env["ISTIO_API_VERSION"] == assets.ISTIO_API_VERSION
+    assert env["GATEWAY_API_VERSION"] == assets.GATEWAY_API_VERSION
     major, minor, _ = env["K8S_VERSION"].split(".")
     assert (int(major), int(minor)) >= (1, 34)
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -345,66 +340,3 @@ def test_combine_message_names_the_critical_failure() -> None:
 @pytest.mark.parametrize(("pass_score", "marginal", "phase"), [(1.0, 0.5, INC), (0.5, 0.4, S), (1.0, 1.0, F)])
 def test_combine_uses_the_given_scores(pass_score: float, marginal: float, phase: str) -> None:
     assert combine(metrics((S, 2), (F, 1)), pass_score, marginal).phase == phase
-
-
-# --- the benchmark ----------------------------------------------------------------------------
-
-
-def load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "decisions.py"
-    spec = importlib.util.spec_from_file_location("tidegate_bench_decisions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ROW_KEYS = {
-    "class",
-    "judge",
-    "trials",
-    "rate",
-    "ci_low",
-    "ci_high",
-    "median_intervals",
-    "measure",
-    "within_2",
-    "inconclusive",
-}
-
-
-def test_bench_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = load_bench()
-    assert bench.main(["--json", "--trials", "3", "--seed", "1"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == len(bench.CLASSES) * len(bench.judges())
-    assert {r["class"] for r in rows} == set(bench.CLASSES)
-    assert any("no correction" in r["judge"] for r in rows)
-    assert any(r["judge"].startswith("threshold") for r in rows)
-    for r in rows:
-        assert set(r) == ROW_KEYS
-        assert r["trials"] == 3
-        assert 0.0 <= r["ci_low"] <= r["rate"] <= r["ci_high"] <= 1.0
-        assert 1.0 <= r["median_intervals"] <= 5.0
-        assert r["measure"] == ("false_abort" if r["class"] in bench.HEALTHY else "detection")
-
-
-def test_bench_is_reproducible() -> None:
-    bench = load_bench()
-    classes = ("healthy A/A", "error rate x2")
-    assert bench.run(4, 11, classes=classes) == bench.run(4, 11, classes=classes)
-
-
-def test_bench_low_traffic_canary_gives_the_judge_no_data() -> None:
-    bench = load_bench()
-    rows = bench.run(5, 3, classes=("low traffic",))
-    statistical = [r for r in rows if r["judge"].startswith("statistical")]
-    assert statistical and all(r["rate"] == 0.0 and r["inconclusive"] == 1.0 for r in statistical)
-
-
-def test_bench_wilson_interval() -> None:
-    bench = load_bench()
-    low, high = bench.wilson(5, 100)
-    assert (low, high) == (pytest.approx(0.0215, abs=1e-4), pytest.approx(0.1118, abs=1e-4))
-    assert bench.wilson(0, 50)[0] == 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import filecmp
 import functools
 import os
+import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,8 +102,22 @@ def _template(sets: tuple[str, ...], release: str, extra: tuple[str, ...]) -> tu
     return tuple(documents(helm(*args)))
 
 
+AGGREGATE = ("app.kubernetes.io/component", "aggregate-cluster-role")
+
+
+def is_aggregate_role(obj: Manifest) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return obj["kind"] == "ClusterRole" and labels.get(AGGREGATE[0]) == AGGREGATE[1]
+
+
 def template(*sets: str, release: str = "tidegate", extra: tuple[str, ...] = ()) -> list[Manifest]:
-    return list(_template(tuple(sets), release, extra))
+    """The operator's objects as the chart renders them (the users' aggregated roles aside:
+    `aggregate_roles`)."""
+    return [o for o in _template(tuple(sets), release, extra) if not is_aggregate_role(o)]
+
+
+def aggregate_roles(*sets: str) -> list[Manifest]:
+    return [o for o in _template(tuple(sets), "tidegate", ()) if is_aggregate_role(o)]
 
 
 @functools.cache
@@ -168,16 +183,23 @@ NAMESPACED_GRANTS: Grants = {
     ("tidegate.io", "rollouts"): READ | {"patch", "update"},
     ("tidegate.io", "rollouts/status"): verbs("get", "patch", "update"),
     ("tidegate.io", "rollouts/finalizers"): verbs("update"),
+    ("tidegate.io", "analysisruns/finalizers"): verbs("update"),
+    ("batch", "jobs"): verbs("get", "create", "delete"),
     ("tidegate.io", "analysisruns"): READ | {"create", "patch", "update", "delete"},
     ("tidegate.io", "analysisruns/status"): verbs("get", "patch", "update"),
     ("tidegate.io", "analysistemplates"): READ,
     ("apps", "replicasets"): READ | {"create", "patch", "update", "delete"},
     ("", "services"): READ | {"patch", "update"},
-    ("", "pods"): READ,
+    ("discovery.k8s.io", "endpointslices"): verbs("list", "watch"),
+    ("apps", "deployments"): verbs("list", "watch"),
+    ("apps", "deployments/scale"): verbs("patch"),
+    ("", "pods"): READ | {"patch"},
     ("", "pods/eviction"): verbs("create"),
     ("", "events"): verbs("create", "patch"),
     ("networking.istio.io", "virtualservices"): READ | {"patch", "update"},
     ("networking.istio.io", "destinationrules"): READ | {"patch", "update"},
+    ("gateway.networking.k8s.io", "httproutes"): READ | {"patch", "update"},
+    ("gateway.networking.k8s.io", "grpcroutes"): READ | {"patch", "update"},
 }
 CLUSTER_SCOPED_GRANTS: Grants = {
     ("tidegate.io", "clusteranalysistemplates"): READ,
@@ -202,8 +224,9 @@ def assert_no_wildcards(objs: Iterable[Manifest]) -> None:
         (),
         (NAMESPACED,),
         ("analysis.secretAccess=true", "serviceMonitor.enabled=true", "networkPolicy.enabled=false"),
+        ("replicaCount=1", "leaderElection.enabled=false"),
     ],
-    ids=["default", "namespaced", "options"],
+    ids=["default", "namespaced", "options", "no-election"],
 )
 def test_helm_lint_is_clean(sets: tuple[str, ...]) -> None:
     args = ["lint", "--strict", str(CHART)]
@@ -213,28 +236,101 @@ def test_helm_lint_is_clean(sets: tuple[str, ...]) -> None:
     assert "0 chart(s) failed" in output
 
 
+def helm_template_fails(*sets: str) -> str:
+    """`helm template` with these values must fail; its stderr."""
+    args = [str(tool("helm")), "template", "t", str(CHART)]
+    for item in sets:
+        args += ["--set", item]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=helm_env(), check=False)
+    assert result.returncode != 0, f"helm rendered {sets}"
+    return result.stderr
+
+
 @pytest.mark.parametrize(
     ("value", "complaint"),
     [
-        ("replicaCount=2", "replicaCount"),
-        ("image.tag=latest", "tag"),
-        ("logLevel=loud", "logLevel"),
-        ("watchNamespaces={a,a}", "watchNamespaces"),
-        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
-        ("typo=1", "typo"),
+        ("replicaCount=-1", "at '/replicaCount': minimum: got -1, want 0"),
+        ("logLevel=loud", "at '/logLevel': value must be one of 'debug', 'info', 'warning', 'error'"),
+        ("logFormat=xml", "at '/logFormat': value must be one of 'json', 'text'"),
+        ("watchNamespaces={a,a}", "at '/watchNamespaces': items at 0 and 1 are equal"),
+        ("watchNamespaces={Not_A_NS}", "at '/watchNamespaces/0': 'Not_A_NS' does not match pattern"),
+        ("typo=1", "additional properties 'typo' not allowed"),
+        ("leaderElection.retryPeriod=0", "at '/leaderElection/retryPeriod': exclusiveMinimum: got 0"),
+        ("leaderElection.leaseDuration=soon", "at '/leaderElection/leaseDuration': 'soon' does not match"),
+        (
+            "leaderElection.leaseName=Not_A_Name",
+            "at '/leaderElection/leaseName': 'Not_A_Name' does not match",
+        ),
+        ("podDisruptionBudget.minAvailable=-1", "at '/podDisruptionBudget/minAvailable': minimum: got -1"),
+        ("podDisruptionBudget.minAvailable=half", "at '/podDisruptionBudget/minAvailable': 'half' does not"),
+        ("resources.requests.cpu=lots", "at '/resources/requests/cpu': 'lots' does not match pattern"),
+        ("metrics.port=99999", "at '/metrics/port': maximum: got 99,999, want 65,535"),
+        ("image.repository=", "at '/image/repository': minLength: got 0, want 1"),
     ],
 )
-def test_the_schema_refuses_bad_values(value: str, complaint: str) -> None:
-    result = subprocess.run(
-        [str(tool("helm")), "template", "t", str(CHART), "--set", value],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=helm_env(),
-        check=False,
-    )
-    assert result.returncode != 0
-    assert complaint in result.stderr
+def test_the_schema_refuses_bad_values_saying_what_is_wrong(value: str, complaint: str) -> None:
+    """Each message names the value's path and the rule it breaks; none is a bare "'anyOf' failed"."""
+    stderr = helm_template_fails(value)
+    assert "don't meet the specifications of the schema" in stderr
+    assert complaint in stderr, stderr
+    assert not re.search(r"'(not|anyOf|oneOf|allOf)' failed", stderr), stderr
+
+
+def test_the_schema_has_no_combinator_whose_failure_says_nothing() -> None:
+    """Helm's validator reports a failed not/anyOf/oneOf as just that; rules that need one are
+    template `fail`s with a sentence instead (image.tag=latest below)."""
+    text = (CHART / "values.schema.json").read_text()
+    assert not re.search(r'"(not|anyOf|oneOf)"\s*:', text)
+
+
+def test_image_tag_latest_is_refused_with_a_reason() -> None:
+    stderr = helm_template_fails("image.tag=latest")
+    assert "image.tag=latest is refused: it names no version" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("replicaCount=2", "leaderElection.enabled=false"),
+            "replicaCount=2 needs leaderElection.enabled=true: without the Lease every replica"
+            " would reconcile the same Rollouts at once",
+        ),
+        (
+            ("leaderElection.renewDeadline=20",),
+            "leaderElection needs leaseDuration >= 1 and leaseDuration > renewDeadline > 1.2 x retryPeriod"
+            " (got 15, 20, 2 seconds)",
+        ),
+        (
+            ("leaderElection.renewDeadline=2.2",),
+            "leaseDuration > renewDeadline > 1.2 x retryPeriod (got 15, 2.2, 2 seconds)",
+        ),
+        (
+            (
+                "leaderElection.leaseDuration=0.9",
+                "leaderElection.renewDeadline=0.5",
+                "leaderElection.retryPeriod=0.1",
+            ),
+            "leaseDuration >= 1",
+        ),
+        (
+            ("podDisruptionBudget.minAvailable=2",),
+            "podDisruptionBudget.minAvailable=2 must be below replicaCount=2,"
+            " or no node drain could ever evict",
+        ),
+    ],
+    ids=[
+        "replicas-without-election",
+        "renew-after-lease",
+        "renew-too-close",
+        "short-lease",
+        "pdb-blocks-drains",
+    ],
+)
+def test_the_chart_refuses_values_that_break_leader_election(sets: tuple[str, ...], message: str) -> None:
+    stderr = helm_template_fails(*sets)
+    assert "execution error" in stderr, "the templates' fail, not the schema"
+    assert message in stderr
 
 
 def test_every_value_is_documented_and_in_the_schema() -> None:
@@ -266,6 +362,7 @@ def test_default_render_has_the_expected_objects() -> None:
             "Role",
             "RoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
             "NetworkPolicy",
         ]
@@ -287,6 +384,49 @@ def test_cluster_mode_grants_exactly_what_the_operator_needs() -> None:
     ]
 
 
+def test_view_edit_and_admin_take_in_tidegates_kinds_as_argos_aggregate_roles_do() -> None:
+    roles = {o["metadata"]["name"]: o for o in aggregate_roles()}
+    assert set(roles) == {"tidegate-view", "tidegate-edit", "tidegate-admin"}
+    for name, role in roles.items():
+        to = name.removeprefix("tidegate-")
+        assert role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{to}"] == "true"
+        assert_no_wildcards([role])
+        assert {g for rule in role["rules"] for g in rule["apiGroups"]} == {"tidegate.io"}
+    kinds = {"rollouts", "rollouts/scale", "rollouts/status", "analysistemplates", "analysisruns"}
+    assert grants(roles["tidegate-view"]["rules"]) == {
+        ("tidegate.io", kind): READ for kind in kinds | {"clusteranalysistemplates"}
+    }
+    write = verbs("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+    for name in ("tidegate-edit", "tidegate-admin"):
+        granted = grants(roles[name]["rules"])
+        assert granted == {
+            **{("tidegate.io", kind): write for kind in kinds},
+            ("tidegate.io", "clusteranalysistemplates"): READ,  # used by every namespace: admins' own
+        }
+    assert aggregate_roles("rbac.aggregateRoles=false") == []
+    assert aggregate_roles("rbac.create=false") == []
+
+
+def test_the_outbound_policy_values_reach_the_operators_environment() -> None:
+    def env(*sets: str) -> dict[str, str]:
+        return {e["name"]: e.get("value") for e in container(template(*sets)).get("env", [])}
+
+    default = env()
+    assert default["TIDEGATE_OUTBOUND_ALLOW"] == "", "empty: loopback, link-local, API server refused"
+    assert default["TIDEGATE_OUTBOUND_SECRET_ALLOW"] == "", "empty: Secrets go nowhere"
+    assert default["TIDEGATE_METRIC_MAX_RESPONSE_BYTES"] == "1048576"
+    chosen = env(
+        "analysis.outbound.allow={prometheus.monitoring.svc,10.0.0.0/8}",
+        "analysis.outbound.deny={10.0.0.9}",
+        "analysis.outbound.secretAllow={prometheus.monitoring.svc}",
+        "analysis.outbound.maxResponseBytes=65536",
+    )
+    assert chosen["TIDEGATE_OUTBOUND_ALLOW"] == "prometheus.monitoring.svc 10.0.0.0/8"
+    assert chosen["TIDEGATE_OUTBOUND_DENY"] == "10.0.0.9"
+    assert chosen["TIDEGATE_OUTBOUND_SECRET_ALLOW"] == "prometheus.monitoring.svc"
+    assert chosen["TIDEGATE_METRIC_MAX_RESPONSE_BYTES"] == "65536"
+
+
 def test_no_secret_access_by_default_and_get_only_when_asked() -> None:
     assert not any("secrets" in rule["resources"] for rule in all_rules(template()))
     assert not any("secrets" in rule["resources"] for rule in all_rules(template(NAMESPACED)))
@@ -301,11 +441,60 @@ def test_no_secret_access_by_default_and_get_only_when_asked() -> None:
         assert_no_wildcards(objs)
 
 
+def test_notifications_read_their_configmap_and_secret_by_name_in_the_release_namespace_only() -> None:
+    assert not any("configmaps" in rule["resources"] for rule in all_rules(template()))
+    for sets in (("notifications.enabled=true",), (NAMESPACED, "notifications.enabled=true")):
+        objs = template(*sets)
+        assert_no_wildcards(objs)
+        role = one(objs, "Role", "tidegate-notifications")
+        assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+        assert role["rules"] == [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["tidegate-notification-configmap"],
+                "verbs": ["get"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": ["tidegate-notification-secret"],
+                "verbs": ["get"],
+            },
+        ]
+        binding = one(objs, "RoleBinding", "tidegate-notifications")
+        assert binding["roleRef"]["name"] == "tidegate-notifications"
+        policy = one(objs, "NetworkPolicy")
+        assert {"ports": [{"port": 443, "protocol": "TCP"}]} in policy["spec"]["egress"]
+
+
+def test_the_chart_creates_the_notification_configmap_and_secret_only_when_given(tmp_path: Path) -> None:
+    assert not [o for o in template() if o["kind"] in ("ConfigMap", "Secret")]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "notifications": {
+                    "enabled": True,
+                    "configMap": {"service.slack": "recipientUrls: {deploys: $slack-deploys}"},
+                    "secret": {"slack-deploys": "http://hooks.example/x"},
+                }
+            }
+        )
+    )
+    objs = template(extra=("-f", str(values)))
+    configmap = one(objs, "ConfigMap", "tidegate-notification-configmap")
+    assert configmap["data"] == {"service.slack": "recipientUrls: {deploys: $slack-deploys}"}
+    secret = one(objs, "Secret", "tidegate-notification-secret")
+    assert secret["stringData"] == {"slack-deploys": "http://hooks.example/x"}
+    assert configmap["metadata"]["namespace"] == secret["metadata"]["namespace"] == RELEASE_NAMESPACE
+
+
 def test_pods_are_never_created_and_secrets_never_written() -> None:
     for objs in (template("analysis.secretAccess=true"), template(NAMESPACED, "analysis.secretAccess=true")):
         for (group, resource), granted in grants(all_rules(objs)).items():
             if (group, resource) == ("", "pods"):
-                assert granted == READ
+                assert granted == READ | {"patch"}, "pods are read, and relabelled in place; never created"
             if (group, resource) == ("", "secrets"):
                 assert granted == verbs("get")
 
@@ -367,8 +556,11 @@ def test_the_deployment_follows_the_production_checklist() -> None:
     objs = template()
     deployment = one(objs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "kopf peering is not a lock: never two at once"
+    assert spec["replicas"] == 2, "a leader and a warm standby"
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }, "the Lease decides who acts: a new pod starts as a standby before an old one goes"
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -398,6 +590,181 @@ def test_the_deployment_follows_the_production_checklist() -> None:
     assert "emptyDir" in volumes["tmp"]
 
     assert c["args"][:3] == ["--metrics-port=8080", "--log-level=info", "--log-format=json"]
+
+
+# -- chart: leader election, disruption budget, spreading -------------------------------------------
+
+DEFAULT_ELECTION_ARGS = [
+    "--leader-elect=true",
+    "--leader-elect-lease-name=tidegate-operator",
+    "--leader-elect-lease-duration=15",
+    "--leader-elect-renew-deadline=10",
+    "--leader-elect-retry-period=2",
+]
+
+
+def election_args(c: Manifest) -> list[str]:
+    return [a for a in c["args"] if a.startswith("--leader-elect")]
+
+
+def operator_options(args: list[str]) -> dict[str, Any]:
+    """The options `tidegate operator` parses from these arguments (unknown flags raise)."""
+    from tidegate.cli.operator_cmd import command
+
+    with command.make_context("operator", list(args)) as ctx:
+        return dict(ctx.params)
+
+
+def test_leader_election_is_on_by_default_with_client_go_timings() -> None:
+    c = container(template())
+    assert election_args(c) == DEFAULT_ELECTION_ARGS
+    options = operator_options(c["args"])
+    assert options["leader_elect"] is True
+    assert options["leader_elect_lease_name"] == "tidegate-operator"
+    assert (
+        options["leader_elect_lease_duration"],
+        options["leader_elect_renew_deadline"],
+        options["leader_elect_retry_period"],
+    ) == (15.0, 10.0, 2.0)
+    # The Lease's namespace and the identity come from the pod, as the operator expects.
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e}
+    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+    assert options["leader_elect_namespace"] is None and options["leader_elect_identity"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # Argo Rollouts' controller flags, as an Argo manifest carries them.
+        [
+            "--leader-elect=true",
+            "--leader-election-lease-duration=30s",
+            "--leader-election-renew-deadline=20s",
+            "--leader-election-retry-period=4s",
+        ],
+        [
+            "--leader-elect-lease-duration=30",
+            "--leader-elect-renew-deadline=20",
+            "--leader-elect-retry-period=4",
+        ],
+    ],
+)
+def test_argos_leader_election_flags_are_understood(args: list[str]) -> None:
+    options = operator_options(args)
+    assert (
+        options["leader_elect"],
+        options["leader_elect_lease_duration"],
+        options["leader_elect_renew_deadline"],
+        options["leader_elect_retry_period"],
+    ) == (True, 30.0, 20.0, 4.0)
+
+
+def test_a_duration_that_does_not_parse_is_refused_naming_it() -> None:
+    import click
+
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        operator_options(["--leader-election-lease-duration=soon"])
+
+
+def test_the_charts_election_defaults_are_the_operators() -> None:
+    from tidegate.cli.operator_cmd import command
+
+    defaults = {p.name: p.default for p in command.params}
+    election = yaml.safe_load((CHART / "values.yaml").read_text())["leaderElection"]
+    assert election["enabled"] is defaults["leader_elect"]
+    assert election["leaseName"] == defaults["leader_elect_lease_name"]
+    assert float(election["leaseDuration"]) == defaults["leader_elect_lease_duration"]
+    assert float(election["renewDeadline"]) == defaults["leader_elect_renew_deadline"]
+    assert float(election["retryPeriod"]) == defaults["leader_elect_retry_period"]
+
+
+def test_leader_election_values_reach_the_flags() -> None:
+    c = container(
+        template(
+            "leaderElection.leaseName=tidegate-team-a",
+            "leaderElection.leaseDuration=30",
+            "leaderElection.renewDeadline=20.5",
+            "leaderElection.retryPeriod=4",
+        )
+    )
+    assert election_args(c) == [
+        "--leader-elect=true",
+        "--leader-elect-lease-name=tidegate-team-a",
+        "--leader-elect-lease-duration=30",
+        "--leader-elect-renew-deadline=20.5",
+        "--leader-elect-retry-period=4",
+    ]
+    options = operator_options(c["args"])
+    assert options["leader_elect_renew_deadline"] == 20.5
+
+
+@pytest.mark.parametrize("replicas", [0, 1])
+def test_without_leader_election_one_replica_at_most_and_recreate(replicas: int) -> None:
+    objs = template(f"replicaCount={replicas}", "leaderElection.enabled=false")
+    spec = one(objs, "Deployment")["spec"]
+    assert spec["replicas"] == replicas
+    assert spec["strategy"] == {"type": "Recreate"}, "no Lease: an upgrade must never overlap"
+    c = container(objs)
+    assert election_args(c) == ["--leader-elect=false"]
+    assert operator_options(c["args"])["leader_elect"] is False
+    assert not of_kind(objs, "PodDisruptionBudget")
+
+
+def test_the_disruption_budget_keeps_a_replica_through_drains() -> None:
+    objs = template()
+    budget = one(objs, "PodDisruptionBudget")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert budget["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": one(objs, "Deployment")["spec"]["selector"]["matchLabels"]},
+    }
+    pod_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    assert (
+        one(template("replicaCount=3", "podDisruptionBudget.minAvailable=2"), "PodDisruptionBudget")["spec"][
+            "minAvailable"
+        ]
+        == 2
+    )
+    assert (
+        one(template("podDisruptionBudget.minAvailable=50%"), "PodDisruptionBudget")["spec"]["minAvailable"]
+        == "50%"
+    )
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [("replicaCount=1",), ("replicaCount=0",), ("podDisruptionBudget.enabled=false",)],
+    ids=["one-replica", "stopped", "disabled"],
+)
+def test_no_disruption_budget_without_a_standby_or_when_disabled(sets: tuple[str, ...]) -> None:
+    # With one replica, minAvailable 1 would block every drain; 0 would do nothing.
+    assert not of_kind(template(*sets), "PodDisruptionBudget")
+
+
+def test_replicas_prefer_different_nodes_unless_affinity_is_set() -> None:
+    objs = template()
+    pod = one(objs, "Deployment")["spec"]["template"]
+    anti = pod["spec"]["affinity"]["podAntiAffinity"]
+    assert set(anti) == {"preferredDuringSchedulingIgnoredDuringExecution"}, "soft: never unschedulable"
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["weight"] == 100
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert selector == one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+
+    key = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    custom = one(
+        template(
+            f"{key}.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            f"{key}.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        ),
+        "Deployment",
+    )["spec"]["template"]["spec"]["affinity"]
+    assert set(custom) == {"nodeAffinity"}, "a user's affinity replaces the default"
 
 
 def test_log_settings_and_image_pins_reach_the_container() -> None:
@@ -581,7 +948,15 @@ def test_the_base_has_the_shape_of_the_charts_default_render() -> None:
     base = kustomize("base")
     chart = template()
 
-    shared_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"}
+    shared_kinds = {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+    }
     for kind in shared_kinds:
         assert sorted(o["metadata"]["name"] for o in of_kind(base, kind)) == sorted(
             o["metadata"]["name"] for o in of_kind(chart, kind)
@@ -598,10 +973,31 @@ def test_the_base_has_the_shape_of_the_charts_default_render() -> None:
         base_deployment["spec"]["template"]["spec"],
         chart_deployment["spec"]["template"]["spec"],
     )
-    for field in ("securityContext", "volumes", "serviceAccountName", "terminationGracePeriodSeconds"):
+    pod_fields = (
+        "securityContext",
+        "volumes",
+        "serviceAccountName",
+        "terminationGracePeriodSeconds",
+        "affinity",
+    )
+    for field in pod_fields:
         assert base_pod[field] == chart_pod[field], field
     base_c, chart_c = container(base), container(chart)
     compared = ("image", "ports", "livenessProbe", "readinessProbe", "startupProbe", "resources")
     for field in (*compared, "securityContext", "volumeMounts", "env"):
         assert base_c[field] == chart_c[field], field
+    assert election_args(base_c) == election_args(chart_c) == DEFAULT_ELECTION_ARGS
     assert one(base, "Service")["spec"] == one(chart, "Service")["spec"]
+    assert one(base, "PodDisruptionBudget")["spec"] == one(chart, "PodDisruptionBudget")["spec"]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlays_run_a_leader_and_a_standby(overlay: str) -> None:
+    objs = kustomize(f"overlays/{overlay}")
+    deployment = one(objs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert election_args(container(objs)) == DEFAULT_ELECTION_ARGS
+    budget = one(objs, "PodDisruptionBudget")
+    assert budget["metadata"]["namespace"] == OVERLAYS[overlay]["namespace"]
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from tests.unit.planner_fixtures import (
     V2,
     bg_rollout,
     canary_rollout,
+    h,
     istio,
     later,
     observed,
@@ -23,7 +25,9 @@ from tidegate.core.model import (
     CreateReplicaSet,
     Event,
     MarkScaleDown,
+    MirrorRoute,
     Plan,
+    RouterState,
     ScaleReplicaSet,
     SetServiceSelector,
     SetTraffic,
@@ -226,10 +230,35 @@ def test_abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_la
     aborted = with_status(
         canary_rollout(abortScaleDownDelaySeconds=30), 1, abort=True, abortedAt="2026-01-01T12:00:00Z"
     )
-    waiting = plan(observed(aborted, sets, SERVICES_SPLIT, istio(0), now=later(10)))
+    back = plan(observed(aborted, sets, SERVICES_SPLIT, istio(0), now=later(5)))
+    assert of(back, SetServiceSelector) == [SetServiceSelector("web-canary", V1)], (
+        "once traffic is back, the canary Service selects the stable pods too (as Argo's)"
+    )
+    waiting = plan(observed(aborted, sets, SERVICES_ON_V1, istio(0), now=later(10)))
     assert of(waiting, ScaleReplicaSet) == [] and waiting.requeue_after == pytest.approx(20)
-    gone = plan(observed(aborted, sets, SERVICES_SPLIT, istio(0), now=later(30)))
+    gone = plan(observed(aborted, sets, SERVICES_ON_V1, istio(0), now=later(30)))
     assert of(gone, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V2}", 0)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "router", "scaled_at"),
+    [
+        ({}, True, 30),  # unset with a router: 30 s (Argo's DefaultAbortScaleDownDelaySeconds)
+        ({"abortScaleDownDelaySeconds": 0}, True, None),  # an explicit 0: never
+        ({"abortScaleDownDelaySeconds": 5}, True, 5),
+        ({}, False, 0),  # without a router: at once
+    ],
+)
+def test_abort_scale_down_delay_has_argos_defaults(
+    spec: dict[str, Any], router: bool, scaled_at: int | None
+) -> None:
+    r = with_status(canary_rollout(router=router, **spec), 1, abort=True, abortedAt="2026-01-01T12:00:00Z")
+    sets = [rs("web:1", 4), rs("web:2", 2, revision=2)]
+    services = SERVICES_ON_V1 if router else {}
+    for seconds in (0, 5, 30, 3600):
+        p = plan(observed(r, sets, services, istio(0) if router else None, now=later(seconds)))
+        scaled = ScaleReplicaSet(f"web-{V2}", 0) in of(p, ScaleReplicaSet)
+        assert scaled is (scaled_at is not None and seconds >= scaled_at), (seconds, p.status["message"])
 
 
 def test_updating_back_to_the_stable_template_is_immediate() -> None:
@@ -341,7 +370,7 @@ def test_without_a_router_pod_counts_stay_within_surge_and_availability(
 ) -> None:
     from tests.unit.planner_fixtures import observed as obs_of
 
-    r = canary_rollout(router=False)
+    r = canary_rollout(router=False, maxUnavailable=0)
     sets = [
         rs("web:1", stable_spec),
         rs("web:2", max(canary_available, 0), available=canary_available, revision=2),
@@ -398,14 +427,18 @@ def test_blue_green_preview_then_pause_then_switch_only_when_full() -> None:
     assert of(p5, SetServiceSelector) == [SetServiceSelector("web-active", V2)]
 
 
-def test_blue_green_abort_keeps_active_on_stable() -> None:
-    r = bg_rollout(status=bg_status(abort=True), abortScaleDownDelaySeconds=0)
+@pytest.mark.parametrize(("delay", "scaled"), [(0, False), (1, True)])
+def test_blue_green_abort_keeps_active_on_stable(delay: int, scaled: bool) -> None:
+    """abortScaleDownDelaySeconds: 0 keeps the preview pods for good, as Argo's does."""
+    r = bg_rollout(
+        status=bg_status(abort=True, abortedAt="2026-01-01T12:00:00Z"), abortScaleDownDelaySeconds=delay
+    )
     sets = [rs("web:1", 3), rs("web:2", 3, revision=2)]
-    p = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}))
+    p = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}, now=later(60)))
     assert SetServiceSelector("web-active", V2) not in of(p, SetServiceSelector)
     assert SetServiceSelector("web-preview", V1) in of(p, SetServiceSelector)
     assert p.status["phase"] == "Degraded"
-    assert ScaleReplicaSet(f"web-{V2}", 0) in of(p, ScaleReplicaSet)
+    assert (ScaleReplicaSet(f"web-{V2}", 0) in of(p, ScaleReplicaSet)) is scaled
 
 
 def test_blue_green_auto_promotion_seconds() -> None:
@@ -579,3 +612,460 @@ def test_old_replicasets_beyond_the_history_limit_are_deleted() -> None:
     p = plan(observed(r, sets, svcs, istio()))
     assert p.status["phase"] == "Healthy"
     assert sorted(a.name for a in of(p, DeleteReplicaSet)) == sorted([f"web-{V1}", f"web-{V2}"])
+
+
+# ---------------------------------------------------------------------------
+# Intents: any client writes the same field and gets the same result.
+
+
+@pytest.mark.parametrize(
+    ("index", "controller_pause"),
+    [(1, True), (2, False), (0, False)],
+)
+def test_retry_is_clearing_abort_and_the_operator_restarts_the_steps(
+    index: int, controller_pause: bool
+) -> None:
+    """`kubectl patch --subresource=status -p '{"status":{"abort":false}}'` is a whole retry."""
+    steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]
+    cleared = with_status(
+        canary_rollout(steps=steps),
+        index,
+        abort=False,
+        abortedRevision=V2,
+        abortedAt="2026-01-01T11:00:00Z",
+        controllerPause=controller_pause,
+        pauseConditions=[{"reason": "CanaryPauseStep", "startTime": "2026-01-01T11:00:00Z"}],
+        analysisRound=3,
+    )
+    p = plan(observed(cleared, [rs("web:1", 4), rs("web:2", 0, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert p.status["currentStepIndex"] == 0
+    assert p.status["analysisRound"] == 4
+    assert "abortedRevision" not in p.status and "abortedAt" not in p.status
+    assert p.status["progressAt"] == "2026-01-01T12:00:00Z"
+    assert [e.reason for e in of(p, Event)].count("RolloutRetried") == 1
+    # The canary is scaled for step 1 again rather than left where the abort put it.
+    assert ScaleReplicaSet(f"web-{V2}", 1) in of(p, ScaleReplicaSet)
+
+
+def test_a_still_aborted_rollout_is_not_retried() -> None:
+    aborted = with_status(
+        canary_rollout(), 1, abort=True, abortedRevision=V2, abortedAt="2026-01-01T11:00:00Z"
+    )
+    p = plan(observed(aborted, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert p.status["currentStepIndex"] == 1 and p.status["phase"] == "Degraded"
+
+
+@pytest.mark.parametrize(
+    ("skip", "index", "expected_index"),
+    [
+        (0, 0, 1),  # the named step is the current one: it is done
+        (1, 1, 2),  # skipping a pause step clears its pause
+        (0, 1, 1),  # a late write (the rollout moved on) changes nothing
+        (2, 1, 1),  # a step not reached yet is not skipped in advance
+    ],
+)
+def test_skip_step_completes_only_the_step_it_names(skip: int, index: int, expected_index: int) -> None:
+    steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]
+    r = with_status(canary_rollout(steps=steps), index, skipStep=skip, controllerPause=index == 1)
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert p.status["currentStepIndex"] == expected_index
+    assert "skipStep" not in p.status
+
+
+def test_a_pause_never_ends_before_its_duration_when_it_starts_mid_second() -> None:
+    steps = [{"setWeight": 25}, {"pause": {"duration": "10s"}}, {"setWeight": 50}]
+    r = with_status(canary_rollout(steps=steps), 1)
+    sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
+    start = later(0.7)
+    first = plan(observed(r, sets, SERVICES_SPLIT, istio(25), now=start))
+    assert first.status["pauseConditions"][0]["startTime"] == "2026-01-01T12:00:01Z"
+    paused = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
+    for elapsed in (9.3, 9.9, 10.0 - 1e-3):
+        mid = plan(observed(paused, sets, SERVICES_SPLIT, istio(25), now=start + timedelta(seconds=elapsed)))
+        assert mid.status["currentStepIndex"] == 1, f"pause ended after {elapsed}s of 10s"
+    done = plan(observed(paused, sets, SERVICES_SPLIT, istio(25), now=later(11)))
+    assert done.status["currentStepIndex"] == 2
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "sets_weight"),
+    [(None, True), (0, False), (1, True), (2, True)],
+)
+def test_weight_waits_for_the_canary_services_ready_endpoints(
+    endpoints: int | None, sets_weight: bool
+) -> None:
+    """A ready pod is not yet an endpoint: the weight follows the canary Service's EndpointSlices."""
+    from dataclasses import replace
+
+    r = with_status(canary_rollout(), 0)
+    obs = observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0))
+    services = {**obs.services, "web-canary": replace(obs.services["web-canary"], ready_endpoints=endpoints)}
+    p = plan(replace(obs, services=services))
+    assert (of(p, SetTraffic) == [SetTraffic(25, V1, V2, ())]) is sets_weight
+    if not sets_weight:
+        assert "ready endpoints of Service web-canary" in p.status["message"]
+
+
+def test_a_pause_is_told_by_one_event_not_two() -> None:
+    r = with_status(canary_rollout(), 1)
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(25)))
+    assert p.status["phase"] == "Paused"
+    assert [e.reason for e in of(p, Event)].count("RolloutPaused") == 1
+
+
+@pytest.mark.parametrize(
+    ("ready_pods", "moves_subset"),
+    [
+        (None, True),  # endpoints unknown (no EndpointSlice API): the ReplicaSet's word is taken
+        (frozenset(), False),
+        (frozenset({f"web-{V1}-aaaaa"}), False),  # a stable pod is no canary endpoint
+        (frozenset({f"web-{V2}-bbbbb"}), True),
+    ],
+)
+def test_a_subset_split_moves_the_canary_subset_only_onto_ready_endpoints(
+    ready_pods: frozenset[str] | None, moves_subset: bool
+) -> None:
+    """The canary subset is reached by header routes at any weight: it moves to the new pods
+    only once the host Service lists one of them as a ready endpoint."""
+    from dataclasses import replace
+
+    r = with_status(
+        canary_rollout(
+            steps=[{"setWeight": 5}, {"pause": {}}],
+            canaryService=None,
+            stableService=None,
+            trafficRouting={
+                "istio": {
+                    "virtualService": {"name": "web"},
+                    "destinationRule": {
+                        "name": "web",
+                        "canarySubsetName": "canary",
+                        "stableSubsetName": "stable",
+                    },
+                }
+            },
+        ),
+        0,
+    )
+    router = replace(istio(0), stable_subset_hash=V1, canary_subset_hash=V1, subset_host="web")
+    obs = observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web": None}, router)
+    host = replace(obs.services["web"], ready_endpoints=len(ready_pods or ()), ready_pods=ready_pods)
+    p = plan(replace(obs, services={"web": host}))
+    assert (of(p, SetTraffic) == [SetTraffic(5, V1, V2, ())]) is moves_subset, p.status.get("message")
+    if not moves_subset:
+        assert "canary subset in Service web" in p.status["message"]
+
+
+def test_a_header_route_whose_match_changed_is_written_again() -> None:
+    """Same name, new match: the route is compared by what it matches, not by name."""
+    from dataclasses import replace
+
+    from tidegate.core.model import HeaderRoute
+
+    steps = [
+        {"setWeight": 25},
+        {"setHeaderRoute": {"name": "h", "match": [{"headerName": "x", "headerValue": {"exact": "new"}}]}},
+        {"pause": {}},
+    ]
+    r = with_status(
+        canary_rollout(
+            steps=steps,
+            trafficRouting={"managedRoutes": [{"name": "h"}], "istio": {"virtualService": {"name": "web"}}},
+        ),
+        1,
+    )
+    old = replace(istio(25, ("h",)), header_matches=(HeaderRoute("h", (("x", "exact", "old"),)),))
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, old))
+    assert of(p, SetTraffic) == [SetTraffic(25, V1, V2, (HeaderRoute("h", (("x", "exact", "new"),)),))]
+    same = replace(old, header_matches=(HeaderRoute("h", (("x", "exact", "new"),)),))
+    assert (
+        of(plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, same)), SetTraffic)
+        == []
+    )
+
+
+def test_promote_full_on_an_aborted_canary_lifts_the_abort_and_promotes() -> None:
+    """Argo Rollouts' controller: promoteFull clears the pause conditions and the abort."""
+    r = with_status(canary_rollout(), 1, abort=True, abortedAt="2026-01-01T12:00:00Z", promoteFull=True)
+    r = r.model_copy(
+        update={"status": type(r.status).model_validate({**r.status.wire(), "abortedRevision": V2})}
+    )
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 4, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert p.status["abort"] is False and "abortedRevision" not in p.status
+    assert p.status["phase"] != "Degraded"
+    assert of(p, SetTraffic) == [SetTraffic(100, V1, V2, ())]
+
+
+def test_blue_green_is_paused_only_once_the_preview_is_fully_available() -> None:
+    r = bg_rollout(autoPromotionEnabled=False, status=bg_status())
+    pending = plan(observed(r, [rs("web:1", 3), rs("web:2", 3, available=1, revision=2)], BG_SERVICES))
+    assert pending.status["phase"] == "Progressing" and not pending.status.get("pauseConditions")
+    ready = plan(
+        observed(r, [rs("web:1", 3), rs("web:2", 3, revision=2)], {"web-active": V1, "web-preview": V2})
+    )
+    assert ready.status["phase"] == "Paused"
+    assert [c["reason"] for c in ready.status["pauseConditions"]] == ["BlueGreenPause"]
+
+
+def test_blue_green_ready_and_available_replicas_count_the_active_pods_only() -> None:
+    r = bg_rollout(autoPromotionEnabled=False, status=bg_status(blueGreen={"activeSelector": V1}))
+    p = plan(observed(r, [rs("web:1", 3), rs("web:2", 3, revision=2)], {"web-active": V1, "web-preview": V2}))
+    assert (p.status["readyReplicas"], p.status["availableReplicas"], p.status["replicas"]) == (3, 3, 6)
+
+
+CANARY_PATH = "spec.strategy.canary"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"scaleDownDelaySeconds": 10}, f"{CANARY_PATH}.scaleDownDelaySeconds: can only be used with"),
+        ({"pingPong": {"pingService": "a", "pongService": "b"}}, f"{CANARY_PATH}.pingPong: not supported"),
+        ({"steps": [{"experiment": {"templates": []}}]}, f"{CANARY_PATH}.steps[0].experiment: not supported"),
+    ],
+)  # fmt: skip
+def test_argo_fields_tidegate_does_not_run_are_invalid_spec_by_name(
+    fields: dict[str, Any], named: str
+) -> None:
+    r = with_status(canary_rollout(router=False, **fields), 0)
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)]))
+    assert named in p.status["message"] and p.status["phase"] == "Degraded"
+    assert not [a for a in p.actions if not isinstance(a, Event)], "nothing changes for the running version"
+
+
+@pytest.mark.parametrize(
+    ("anti", "key", "entry_of"),
+    [
+        ({"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 40}},
+         "preferredDuringSchedulingIgnoredDuringExecution", lambda e: e["podAffinityTerm"]),
+        ({"requiredDuringSchedulingIgnoredDuringExecution": {}},
+         "requiredDuringSchedulingIgnoredDuringExecution", lambda e: e),
+    ],
+)  # fmt: skip
+def test_anti_affinity_keeps_the_new_version_off_the_stable_pods_nodes(
+    anti: dict[str, Any], key: str, entry_of: Any
+) -> None:
+    """Argo Rollouts' GenerateReplicaSetAffinity: a term on the stable hash, by hostname."""
+    from tidegate.core.model import CreateReplicaSet
+
+    r = with_status(canary_rollout(antiAffinity=anti), 0)
+    p = plan(observed(r, [rs("web:1", 4)], SERVICES_ON_V1, istio()))
+    created = of(p, CreateReplicaSet)[0]
+    assert created.pod_hash == V2, "the hash is the template's as written"
+    (entry,) = created.template["spec"]["affinity"]["podAntiAffinity"][key]
+    term = entry_of(entry)
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchExpressions"] == [
+        {"key": "rollouts-pod-template-hash", "operator": "In", "values": [V1]}
+    ]
+
+
+@pytest.mark.parametrize(("revisions", "skips"), [(0, False), (1, False), (2, True)])
+def test_a_rollback_within_the_rollback_window_skips_the_steps(revisions: int, skips: bool) -> None:
+    """Argo's isRollbackWithinWindow: back to web:2, made before the stable web:3 with one
+    revision (web:9) between them."""
+    from dataclasses import replace
+
+    from tests.unit.planner_fixtures import h, later
+
+    v3 = h("web:3")
+    r = canary_rollout(image="web:2", status={"stableRS": v3, "currentPodHash": v3, "currentStepIndex": 2})
+    window = type(r.spec).model_validate({**r.spec.wire(), "rollbackWindow": {"revisions": revisions}})
+    r = r.model_copy(update={"spec": window})
+    sets = [
+        replace(rs("web:2", 0, revision=1), created_at=later(1)),
+        replace(rs("web:9", 0, revision=2), created_at=later(2)),
+        replace(rs("web:3", 4, revision=3), created_at=later(3)),
+    ]
+    p = plan(observed(r, sets, {"web-stable": v3, "web-canary": v3}, istio()))
+    scaled = {a.name: a.replicas for a in of(p, ScaleReplicaSet)}
+    assert (scaled.get(f"web-{V2}") == 4) is skips, (scaled, p.status["message"])
+
+
+def test_scale_down_delay_revision_limit_keeps_only_the_newest_old_versions_waiting() -> None:
+    """Two old ReplicaSets with pods, limit 1: the older goes at once, the newer waits its delay."""
+    r = canary_rollout(
+        image="web:3",
+        scaleDownDelaySeconds=30,
+        scaleDownDelayRevisionLimit=1,
+        status={"stableRS": h("web:3"), "currentPodHash": h("web:3"), "currentStepIndex": 2},
+    )
+    v3 = h("web:3")
+    sets = [rs("web:1", 4, revision=1), rs("web:2", 4, revision=2), rs("web:3", 4, revision=3)]
+    p = plan(observed(r, sets, {"web-stable": v3, "web-canary": v3}, istio()))
+    assert of(p, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V1}", 0)]
+    assert [a.name for a in of(p, MarkScaleDown)] == [f"web-{V2}"]
+
+
+def test_ephemeral_metadata_follows_the_role_in_place() -> None:
+    """canaryMetadata on the canary's pods; at promotion they get stableMetadata instead
+    (Argo Rollouts' ephemeral metadata), without a new ReplicaSet."""
+    from dataclasses import replace
+
+    from tidegate.core.model import CreateReplicaSet, SetPodMetadata
+
+    meta = {
+        "canaryMetadata": {"labels": {"role": "canary"}},
+        "stableMetadata": {"labels": {"role": "stable"}},
+    }
+    r = with_status(canary_rollout(**meta), 0)
+    created = of(plan(observed(r, [rs("web:1", 4)], SERVICES_ON_V1, istio())), CreateReplicaSet)[0]
+    assert created.template["metadata"]["labels"]["role"] == "canary"
+    # The stable ReplicaSet of the first revision lacks its label: it is added in place.
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio()))
+    assert SetPodMetadata(f"web-{V1}", V1, (("role", "stable"),), ()) in of(p, SetPodMetadata)
+    # Promoted: web:2 is stable now, and its canary label is swapped.
+    promoted = canary_rollout(**meta, status={"stableRS": V2, "currentPodHash": V2, "currentStepIndex": 2})
+    canary_rs = rs("web:2", 4, revision=2)
+    canary_rs = replace(
+        canary_rs, template={**canary_rs.template, "metadata": {"labels": {"app": "web", "role": "canary"}}}
+    )
+    q = plan(observed(promoted, [rs("web:1", 4), canary_rs], {"web-stable": V2, "web-canary": V2}, istio()))
+    assert SetPodMetadata(f"web-{V2}", V2, (("role", "stable"),), ()) in of(q, SetPodMetadata)
+
+
+def test_a_blocked_analysis_holds_the_canary_at_zero_and_keeps_trying() -> None:
+    """status.analysisBlocked (a template missing): weight 0 first, then the run is asked for
+    again; the mark stays until a run is made (k8s/execute) or the step is behind."""
+    from tidegate.core.model import CreateAnalysisRun
+
+    steps = [{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "ready-check"}]}}]
+    r = with_status(canary_rollout(steps=steps), 1, analysisBlocked="AnalysisTemplate ready-check not found")
+    sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
+    moving = plan(observed(r, sets, SERVICES_SPLIT, istio(20)))
+    assert of(moving, SetTraffic) == [SetTraffic(0, V1, V2, ())]
+    assert moving.status["analysisBlocked"], "the mark survives a pass that makes no run"
+    held = plan(observed(r, sets, SERVICES_SPLIT, istio(0)))
+    assert of(held, SetTraffic) == [] and len(of(held, CreateAnalysisRun)) == 1
+
+
+def test_a_weight_the_router_does_not_take_is_written_again_seconds_apart_not_at_once() -> None:
+    """The last write read back unverified and nothing moved: write again in 5 s, no Event."""
+    st = {"canary": {"weights": {"canary": {"weight": 0}, "stable": {"weight": 100}, "verified": False}}}
+    r = with_status(canary_rollout(), 0, **st)
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert of(p, SetTraffic) == [SetTraffic(25, V1, V2, ())]
+    assert p.requeue_after == pytest.approx(5.0)
+    assert "TrafficWeightSet" not in [e.reason for e in of(p, Event)]
+    fresh = with_status(canary_rollout(), 0)
+    q = plan(observed(fresh, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert q.requeue_after is not None and q.requeue_after < 1, "a first write goes on at once"
+
+
+def test_a_first_deploy_points_its_services_without_calling_it_a_correction() -> None:
+    r = canary_rollout(image="web:1", status={"stableRS": V1, "currentPodHash": V1, "currentStepIndex": 2})
+    p = plan(observed(r, [rs("web:1", 4)], {"web-stable": None, "web-canary": None}, istio()))
+    reasons = [e.reason for e in of(p, Event)]
+    assert "ServiceSelectorCorrected" not in reasons and "ServiceSwitched" in reasons
+
+
+def test_the_canary_service_counts_only_the_canary_pods_endpoints() -> None:
+    """Slices that still list the stable pods (the Service was just pointed back at the
+    canary, after an abort) carry no canary weight."""
+    from dataclasses import replace
+
+    r = with_status(canary_rollout(), 0)
+    obs = observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0))
+    stale = frozenset(f"web-{V1}-{i}" for i in range(4))
+    services = {
+        **obs.services,
+        "web-canary": replace(obs.services["web-canary"], ready_endpoints=4, ready_pods=stale),
+    }
+    p = plan(replace(obs, services=services))
+    assert of(p, SetTraffic) == [] and "ready canary endpoints" in p.status["message"]
+    fresh = frozenset({f"web-{V2}-a"})
+    services["web-canary"] = replace(services["web-canary"], ready_endpoints=1, ready_pods=fresh)
+    assert of(plan(replace(obs, services=services)), SetTraffic) == [SetTraffic(25, V1, V2, ())]
+
+
+@pytest.mark.parametrize("canary_set", ["deleted", "no pods ready"])
+def test_a_canary_that_lost_every_pod_loses_its_weight_until_it_has_pods_again(canary_set: str) -> None:
+    """Its share would reach no ready endpoint: the stable carries everything meanwhile."""
+    r = with_status(canary_rollout(), 1)
+    sets = [rs("web:1", 4)] + ([] if canary_set == "deleted" else [rs("web:2", 1, available=0, revision=2)])
+    p = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
+    assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())], p.status.get("message")
+    assert "no ready pods" in p.status["message"]
+    back = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
+    assert of(back, SetTraffic) == [SetTraffic(25, V1, V2, ())], "the weight returns with a ready pod"
+
+
+@pytest.mark.parametrize(
+    ("stable_endpoints", "scales_down"),
+    [
+        (None, True),  # endpoints unknown: the ReplicaSet's word is taken
+        (frozenset({f"web-{V1}-a", f"web-{V1}-b"}), False),  # the slices still list the old pods only
+        (frozenset({f"web-{V1}-a", f"web-{V2}-b"}), True),
+    ],
+)
+def test_the_old_version_is_scaled_down_only_once_the_service_reaches_a_new_pod(
+    stable_endpoints: frozenset[str] | None, scales_down: bool
+) -> None:
+    """After a selector moves, its EndpointSlices lag: scaling the old pods away then would
+    leave the Service carrying all traffic with no ready endpoint (issue 12's 7.35 s gap)."""
+    from dataclasses import replace
+
+    r = canary_rollout(
+        image="web:2",
+        router=False,
+        status={"stableRS": V2, "currentPodHash": V2, "currentStepIndex": 2},
+        stableService="web",
+    )
+    obs = observed(r, [rs("web:1", 4), rs("web:2", 4, revision=2)], {"web": V2})
+    svc = replace(
+        obs.services["web"], ready_endpoints=len(stable_endpoints or ()), ready_pods=stable_endpoints
+    )
+    p = plan(replace(obs, services={"web": svc}))
+    scaled = [a for a in of(p, ScaleReplicaSet) if a.name == f"web-{V1}"]
+    assert (scaled == [ScaleReplicaSet(f"web-{V1}", 0)]) is scales_down, (p.actions, p.status.get("message"))
+    if not scales_down:
+        assert p.requeue_after is not None, "a backstop wake-up while the slices catch up"
+
+
+# --------------------------------------------------------------------------- maxTrafficWeight, mirror routes
+def test_max_traffic_weight_scales_the_steps_weights_and_the_canary_size() -> None:
+    """Argo Rollouts' weightutil.MaxTrafficWeight: setWeight 250 of 1000 is a quarter of the
+    traffic, and trafficWeightToReplicas gives the canary ceil(250 x 4 / 1000) = 1 pod."""
+    routing = {"maxTrafficWeight": 1000, "istio": {"virtualService": {"name": "web"}}}
+    r = with_status(canary_rollout(steps=[{"setWeight": 250}, {"pause": {}}], trafficRouting=routing), 0)
+    sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
+    p = plan(observed(r, sets, SERVICES_SPLIT, istio(0)))
+    (traffic,) = of(p, SetTraffic)
+    assert (traffic.canary_weight, traffic.max_weight) == (250, 1000)
+    assert not of(p, ScaleReplicaSet), "one canary pod is the quarter of 4"
+    assert "canary weight 0/1000 -> 250/1000" in [e.message for e in of(p, Event)]
+    there = RouterState(kind="istio", canary_weight=250, stable_weight=750, managed_routes=("primary",))
+    done = plan(observed(r, sets, SERVICES_SPLIT, there))
+    assert not of(done, SetTraffic) and done.status["currentStepIndex"] == 1
+    # 25 of 100 read back is not 250 of 1000.
+    assert of(plan(observed(r, sets, SERVICES_SPLIT, istio(25))), SetTraffic)
+
+
+def test_mirror_route_is_set_with_its_step_kept_through_weights_and_removed_at_the_end() -> None:
+    mirror = {"name": "mirror", "match": [{"method": {"exact": "GET"}}], "percentage": 20}
+    steps = [{"setWeight": 10}, {"setMirrorRoute": mirror}, {"setWeight": 30}, {"pause": {}}]
+    routing = {"managedRoutes": [{"name": "mirror"}], "istio": {"virtualService": {"name": "web"}}}
+    wanted = MirrorRoute("mirror", '[{"method":{"exact":"GET"}}]', 20)
+    sets = [rs("web:1", 4), rs("web:2", 2, revision=2)]
+
+    def router(canary: int, mirrors: tuple[MirrorRoute, ...]) -> RouterState:
+        return RouterState(
+            kind="istio", canary_weight=canary, stable_weight=100 - canary, mirror_routes=mirrors
+        )
+
+    r = with_status(canary_rollout(steps=steps, trafficRouting=routing), 1)
+    (traffic,) = of(plan(observed(r, sets, SERVICES_SPLIT, router(10, ()))), SetTraffic)
+    assert (traffic.canary_weight, traffic.mirror_routes) == (10, (wanted,))
+    assert plan(observed(r, sets, SERVICES_SPLIT, router(10, (wanted,)))).status["currentStepIndex"] == 2
+    r = with_status(canary_rollout(steps=steps, trafficRouting=routing), 2)
+    (traffic,) = of(plan(observed(r, sets, SERVICES_SPLIT, router(10, (wanted,)))), SetTraffic)
+    assert (traffic.canary_weight, traffic.mirror_routes) == (30, (wanted,))
+    # Aborted: all traffic to stable and the mirror route gone (Argo's RemoveManagedRoutes).
+    aborted = with_status(canary_rollout(steps=steps, trafficRouting=routing), 3, abort=True)
+    (traffic,) = of(plan(observed(aborted, sets, SERVICES_SPLIT, router(30, (wanted,)))), SetTraffic)
+    assert (traffic.canary_weight, traffic.mirror_routes) == (0, ())
+    # Promoted: 100% and no mirror route.
+    done = with_status(canary_rollout(steps=steps, trafficRouting=routing), 4)
+    full = [rs("web:1", 4), rs("web:2", 4, revision=2)]
+    (traffic,) = of(plan(observed(done, full, SERVICES_SPLIT, router(30, (wanted,)))), SetTraffic)
+    assert (traffic.canary_weight, traffic.mirror_routes) == (100, ())

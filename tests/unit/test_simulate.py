@@ -91,7 +91,7 @@ def test_weights_pods_and_times_follow_the_steps() -> None:
         ("pause (waits for promote)", 50, 3, 5, 90.0, 0.0),
         ("setWeight 80", 80, 4, 5, 90.0, 0.0),
         ("promote: all traffic to the new version", 100, 5, 5, 90.0, 0.0),
-        ("scale down the previous version", 100, 5, 0, 90.0, 0.0),
+        ("scale down the previous version", 100, 5, 0, 120.0, 0.0),  # scaleDownDelaySeconds: 30 s
     ]
     timeline = simulate(r, {})
     assert timeline.total == 90.0
@@ -131,6 +131,19 @@ def test_header_routes_last_until_removed_or_promoted() -> None:
     assert timeline.rows[2].action == "setHeaderRoute hdr (removed)"
 
 
+def test_a_query_parameter_match_is_shown_with_a_question_mark() -> None:
+    match = [{"queryParamName": "canary", "queryParamValue": {"regex": "1|yes"}}]
+    routing = {"managedRoutes": [{"name": "hdr"}], "gatewayAPI": {"httpRoute": "web"}}
+    timeline = simulate(
+        rollout(istio_canary([{"setHeaderRoute": {"name": "hdr", "match": match}}], trafficRouting=routing)),
+        {},
+    )
+    assert (timeline.traffic_router, timeline.rows[0].action) == (
+        "gatewayAPI",
+        "setHeaderRoute hdr (?canary~=1|yes)",
+    )
+
+
 def test_no_steps_goes_straight_to_promotion() -> None:
     timeline = simulate(rollout(istio_canary([]), replicas=3), {})
     assert [(r.kind, r.weight, r.canary_pods, r.stable_pods) for r in timeline.rows] == [
@@ -158,7 +171,7 @@ def test_spec_paused_is_said() -> None:
 @pytest.mark.parametrize(
     ("replicas", "weight", "surge", "unavailable", "canary", "stable", "peak_note"),
     [
-        (3, 34, "25%", 0, 2, 1, "up to 4 pods during the change"),
+        (3, 34, "25%", 0, 1, 2, "up to 4 pods during the change"),
         (4, 25, "25%", 0, 1, 3, "up to 5 pods during the change"),
         (4, 50, 0, 1, 2, 2, None),  # no surge: stable first goes down by maxUnavailable
         (10, 30, "50%", "50%", 3, 7, None),
@@ -322,7 +335,7 @@ def test_analysis_steps_add_their_window_and_unknown_ones_are_listed() -> None:
         ("analysis", 195.0, None),
         ("setWeight", 195.0, 0.0),
         ("promote", 195.0, 0.0),
-        ("scaleDown", 195.0, 0.0),
+        ("scaleDown", 225.0, 0.0),
     ]
     assert timeline.rows[1].notes == ("window 1m15s (longest metric: rate)",)
     assert timeline.total == 195.0

@@ -56,7 +56,7 @@ def series_of(t: Telemetry, namespace: str, name: str) -> list[str]:
     found = []
     for family in t.registry.collect():
         for sample in family.samples:
-            rollout = sample.labels.get("name", sample.labels.get("rollout"))
+            rollout = sample.labels.get("rollout")
             if sample.labels.get("namespace") == namespace and rollout == name:
                 found.append(sample.name)
     return found
@@ -70,13 +70,14 @@ def test_a_fresh_registry_is_not_the_global_one(telemetry: Telemetry) -> None:
 
     assert isinstance(telemetry.registry, CollectorRegistry)
     assert telemetry.registry is not REGISTRY
-    assert value(telemetry, "tidegate_rollout_phase", namespace="shop", name="web", phase="Healthy") is None
+    labels = {"namespace": "shop", "rollout": "web", "phase": "Healthy"}
+    assert value(telemetry, "tidegate_rollout_phase", **labels) is None
 
 
 def test_observe_rollout_sets_phase_step_weight_and_strategy(telemetry: Telemetry) -> None:
     telemetry.observe_rollout("shop", "web", phase="Progressing", step=2, weight=20, strategy="canary")
 
-    rollout = {"namespace": "shop", "name": "web"}
+    rollout = {"namespace": "shop", "rollout": "web"}
     assert value(telemetry, "tidegate_rollout_phase", **rollout, phase="Progressing") == 1
     for other in ("Healthy", "Paused", "Degraded"):
         assert value(telemetry, "tidegate_rollout_phase", **rollout, phase=other) == 0
@@ -102,13 +103,14 @@ def test_rollout_series_carry_only_bounded_labels(telemetry: Telemetry) -> None:
 def test_a_step_of_none_has_no_step_series(telemetry: Telemetry) -> None:
     telemetry.observe_rollout("shop", "bg", phase="Healthy", step=None, weight=100, strategy="blueGreen")
 
-    assert value(telemetry, "tidegate_rollout_step", namespace="shop", name="bg") is None
-    assert value(telemetry, "tidegate_rollout_canary_weight", namespace="shop", name="bg") == 100
-    assert value(telemetry, "tidegate_rollout_info", namespace="shop", name="bg", strategy="blueGreen") == 1
+    assert value(telemetry, "tidegate_rollout_step", namespace="shop", rollout="bg") is None
+    assert value(telemetry, "tidegate_rollout_canary_weight", namespace="shop", rollout="bg") == 100
+    bg = {"namespace": "shop", "rollout": "bg"}
+    assert value(telemetry, "tidegate_rollout_info", **bg, strategy="blueGreen") == 1
 
 
 def test_phase_seconds_are_computed_at_scrape_time(telemetry: Telemetry, clock: FakeClock) -> None:
-    rollout = {"namespace": "shop", "name": "web"}
+    rollout = {"namespace": "shop", "rollout": "web"}
     telemetry.observe_rollout("shop", "web", phase="Progressing", step=0, weight=0, strategy="canary")
     clock.now += 30
     assert value(telemetry, "tidegate_rollout_phase_seconds", **rollout, phase="Progressing") == 30
@@ -129,7 +131,7 @@ def test_phase_since_from_the_status_wins(telemetry: Telemetry, clock: FakeClock
         "shop", "web", phase="Degraded", step=3, weight=0, strategy="canary", phase_since=since
     )
     seconds = value(
-        telemetry, "tidegate_rollout_phase_seconds", namespace="shop", name="web", phase="Degraded"
+        telemetry, "tidegate_rollout_phase_seconds", namespace="shop", rollout="web", phase="Degraded"
     )
     assert seconds == 600
 
@@ -151,8 +153,8 @@ def test_counters(telemetry: Telemetry) -> None:
     telemetry.count_api_error("patch", "virtualservices", 409)
     telemetry.count_api_error("patch", "virtualservices", "409")
 
-    assert value(telemetry, "tidegate_rollout_aborts_total", namespace="shop", name="web") == 2
-    assert value(telemetry, "tidegate_rollout_promotions_total", namespace="shop", name="web") == 1
+    assert value(telemetry, "tidegate_rollout_aborts_total", namespace="shop", rollout="web") == 2
+    assert value(telemetry, "tidegate_rollout_promotions_total", namespace="shop", rollout="web") == 1
     outcomes = "tidegate_analysis_outcomes_total"
     web = {"namespace": "shop", "rollout": "web"}
     assert value(telemetry, outcomes, **web, metric="success-rate", phase="Successful") == 2
@@ -187,13 +189,26 @@ def test_forget_removes_every_series_of_the_rollout(telemetry: Telemetry) -> Non
         telemetry.count_abort("shop", name)
         telemetry.count_promotion("shop", name)
         telemetry.count_analysis_outcome("shop", name, "success-rate", "Failed")
+        telemetry.count_notification("shop", name, "slack", "on-rollout-aborted", 0.1, None)
+        telemetry.count_notification("shop", name, "slack", "on-rollout-aborted", 0.1, "true")
     assert series_of(telemetry, "shop", "web")
+    assert (
+        value(
+            telemetry,
+            "tidegate_notifications_sent_total",
+            namespace="shop",
+            rollout="web",
+            service="slack",
+            trigger="on-rollout-aborted",
+        )
+        == 1
+    )
 
     telemetry.forget("shop", "web")
 
     assert series_of(telemetry, "shop", "web") == []
-    assert value(telemetry, "tidegate_rollout_aborts_total", namespace="shop", name="api") == 1
-    assert value(telemetry, "tidegate_rollout_step", namespace="shop", name="api") == 1
+    assert value(telemetry, "tidegate_rollout_aborts_total", namespace="shop", rollout="api") == 1
+    assert value(telemetry, "tidegate_rollout_step", namespace="shop", rollout="api") == 1
     telemetry.forget("shop", "web")  # twice, or never seen: a no-op
     telemetry.forget("elsewhere", "nothing")
 
@@ -239,7 +254,7 @@ def test_server_answers_metrics_healthz_and_readyz(telemetry: Telemetry) -> None
             families = {family.name: family for family in text_string_to_metric_families(body)}
             phase = families["tidegate_rollout_phase"]
             paused = [s for s in phase.samples if s.labels["phase"] == "Paused"]
-            assert paused[0].labels == {"namespace": "shop", "name": "web", "phase": "Paused"}
+            assert paused[0].labels == {"namespace": "shop", "rollout": "web", "phase": "Paused"}
             assert paused[0].value == 1
 
             status, _, _ = await _get(session, f"{server.url}/nope")

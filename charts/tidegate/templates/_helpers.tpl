@@ -50,6 +50,9 @@ app.kubernetes.io/component: operator
 
 {{/* The image reference: a digest pins it, else the tag (default: appVersion). */}}
 {{- define "tidegate.image" -}}
+{{- if eq (toString .Values.image.tag) "latest" }}
+{{- fail "image.tag=latest is refused: it names no version, so a restart may run another one; set a version (e.g. --set image.tag=0.1.0) or image.digest" }}
+{{- end }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
@@ -74,6 +77,10 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 - apiGroups: ["tidegate.io"]
   resources: ["rollouts/finalizers"]
   verbs: ["update"]
+# ... and on the Jobs of job metrics, owned by their AnalysisRun.
+- apiGroups: ["tidegate.io"]
+  resources: ["analysisruns/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["tidegate.io"]
   resources: ["analysisruns"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -83,18 +90,36 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 - apiGroups: ["tidegate.io"]
   resources: ["analysistemplates"]
   verbs: ["get", "list", "watch"]
+# Job metrics (provider.job): one Job per measurement in the run's namespace, read until it
+# finishes, deleted when the run stops it. Read by name only (no list or watch: the run looks
+# at its Job at the measurement's resumeAt). The Job controller, not Tidegate, creates the pods.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "delete"]
 # The stable and canary ReplicaSets of each Rollout.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# A workloadRef's Deployment: its pod template is read; scaleDown scales it.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
 # Stable/canary/active/preview Services: their selectors point at a pod-template hash.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch", "update"]
-# Pod readiness; restartAt evicts (honouring PodDisruptionBudgets), never creates.
+# Their EndpointSlices: weight goes to a Service only once its endpoints are ready.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+# Pod readiness; restartAt evicts (honouring PodDisruptionBudgets), never creates;
+# ephemeral metadata (canaryMetadata...) is patched onto running pods.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["pods/eviction"]
   verbs: ["create"]
@@ -105,6 +130,10 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 # Traffic routing: the weights in users' VirtualServices (and DestinationRule subsets).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices", "destinationrules"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# ... and the backendRef weights and header rules of Gateway API HTTPRoutes / GRPCRoutes.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes", "grpcroutes"]
   verbs: ["get", "list", "watch", "patch", "update"]
 {{- if .Values.analysis.secretAccess }}
 # analysis.secretAccess: credentials of Prometheus/web metric providers, read by name.

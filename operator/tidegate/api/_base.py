@@ -57,9 +57,17 @@ class ApiModel(BaseModel):
 DURATION_PATTERN = r"^([0-9]+([.][0-9]+)?(ms|s|m|h))+$|^[0-9]+$"
 
 
-def duration_rule(field: str) -> dict[str, str]:
+# An argument placeholder standing for a whole value: `{{args.NAME}}` (resolved per run).
+ARG_PATTERN = r"^[{][{] *args[.][A-Za-z0-9_.-]+ *[}][}]$"
+
+
+def duration_rule(field: str, *, args: bool = False) -> dict[str, str]:
+    """`args`: `{{args.NAME}}` is accepted too, as Argo Rollouts' metric durations are."""
+    extra = f" || self.{field}.matches('{ARG_PATTERN}')" if args else ""
+    tail = ", a whole number of seconds or {{args.NAME}}" if args else ", or a whole number of seconds"
+    form = f"self.{field}.matches('{DURATION_PATTERN}'){extra}"
     return cel(
-        f"!has(self.{field}) || type(self.{field}) == int || self.{field}.matches('{DURATION_PATTERN}')",
-        f"{field} must be a duration such as 30s, 10m, 1h, or a whole number of seconds",
+        f"!has(self.{field}) || type(self.{field}) == int || {form}",
+        f"{field} must be a duration such as 30s, 10m, 1h{tail}",
         f".{field}",
     )

@@ -9,6 +9,9 @@ from pydantic import Field
 from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rule, validations
 from tidegate.api.meta import Condition, LabelSelector, ObjectMeta, PodTemplateSpec
 
+DEFAULT_SCALE_DOWN_DELAY = 30
+"""Seconds old pods stay once traffic left them (Argo Rollouts' DefaultScaleDownDelaySeconds)."""
+
 # ---------------------------------------------------------------------------
 # Analysis references (shared by canary steps, background analysis, blue-green hooks)
 
@@ -101,8 +104,9 @@ class SetCanaryScale(ApiModel):
 
     replicas: int | None = Field(default=None, ge=0)
     """Run exactly this many canary pods."""
-    weight: int | None = Field(default=None, ge=0, le=100)
-    """Run this percentage of spec.replicas as canary pods."""
+    weight: int | None = Field(default=None, ge=0)
+    """Run this share of spec.replicas as canary pods: a percentage, or out of
+    trafficRouting.maxTrafficWeight when that is set (Argo Rollouts' trafficWeightToReplicas)."""
     match_traffic_weight: bool | None = None
     """Go back to scaling the canary with its traffic weight."""
 
@@ -127,11 +131,104 @@ class StringMatch(ApiModel):
     """The value matches this RE2 expression."""
 
 
+class QueryParamMatch(StringMatch):
+    """A query parameter's value: exactly, by prefix or by RE2 regular expression (one of them)."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "[has(self.exact), has(self.prefix), has(self.regex)].filter(x, x).size() == 1",
+                "give exactly one of exact, prefix, regex for the query parameter",
+            )
+        )
+    }
+
+
 class HeaderRoutingMatch(ApiModel):
-    header_name: str = Field(min_length=1)
+    """One condition of a header route: a header (Argo's fields), or a query parameter."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "(has(self.headerName) && has(self.headerValue) "
+                "&& !has(self.queryParamName) && !has(self.queryParamValue)) "
+                "|| (has(self.queryParamName) && has(self.queryParamValue) "
+                "&& !has(self.headerName) && !has(self.headerValue))",
+                "a match is headerName with headerValue, or queryParamName with queryParamValue",
+            )
+        )
+    }
+
+    header_name: str | None = Field(default=None, min_length=1)
     """HTTP header to match."""
-    header_value: StringMatch
+    header_value: StringMatch | None = None
     """How its value must match."""
+    query_param_name: str | None = Field(default=None, min_length=1)
+    """Tidegate's addition: a query parameter to match instead of a header (Gateway API
+    HTTPRoutes only)."""
+    query_param_value: QueryParamMatch | None = None
+    """How the query parameter's value must match."""
+
+    def condition(self) -> tuple[Literal["header", "queryParam"], str, StringMatch] | None:
+        """What it matches: (header | queryParam, name, value); None when incomplete (the CRD's
+        rule refuses that)."""
+        if self.header_name is not None and self.header_value is not None:
+            return "header", self.header_name, self.header_value
+        if self.query_param_name is not None and self.query_param_value is not None:
+            return "queryParam", self.query_param_name, self.query_param_value
+        return None
+
+
+def _one_of(what: str) -> dict[str, Any]:
+    return validations(
+        cel(
+            "[has(self.exact), has(self.prefix), has(self.regex)].filter(x, x).size() == 1",
+            f"give exactly one of exact, prefix, regex for the mirror route's {what}",
+        )
+    )
+
+
+class MethodMatch(StringMatch):
+    """An HTTP method: exactly, by prefix or by RE2 regular expression (one of them)."""
+
+    model_config = {"json_schema_extra": _one_of("method")}
+
+
+class PathMatch(StringMatch):
+    """A URL path: exactly, by prefix or by RE2 regular expression (one of them)."""
+
+    model_config = {"json_schema_extra": _one_of("path")}
+
+
+class MirrorHeaderMatch(StringMatch):
+    """A header's value: exactly, by prefix or by RE2 regular expression (one of them)."""
+
+    model_config = {"json_schema_extra": _one_of("header")}
+
+
+class RouteMatch(ApiModel):
+    """What requests a mirror route copies (Argo Rollouts' RouteMatch): all given must hold."""
+
+    method: MethodMatch | None = None
+    """The HTTP method."""
+    path: PathMatch | None = None
+    """The URL path (Istio's `uri`)."""
+    headers: dict[str, MirrorHeaderMatch] = Field(default_factory=dict, max_length=16)
+    """Request headers, by name (at most 16, which keeps the CRD's rules within the API
+    server's cost budget)."""
+
+
+class SetMirrorRoute(ApiModel):
+    """Mirror requests that match to the canary, as Argo Rollouts' setMirrorRoute step does with
+    Istio: a route named after a managed route, ahead of the user's, whose traffic goes where
+    the managed route's weights send it and is also copied to the canary."""
+
+    name: str = Field(min_length=1)
+    """Name of the managed route; must be listed in trafficRouting.managedRoutes."""
+    match: list[RouteMatch] = Field(default_factory=list, max_length=16)
+    """Requests to mirror (any of the matches, at most 16). Empty: remove the mirror route."""
+    percentage: int | None = Field(default=None, ge=0, le=100)
+    """Share of the matching requests that is mirrored; unset: 100."""
 
 
 class SetHeaderRoute(ApiModel):
@@ -140,7 +237,7 @@ class SetHeaderRoute(ApiModel):
     name: str = Field(min_length=1)
     """Name of the managed route; must be listed in trafficRouting.managedRoutes."""
     match: list[HeaderRoutingMatch] = Field(default_factory=list)
-    """Header matches (all must hold). Empty: remove the managed route."""
+    """Header (or query parameter) matches, all must hold. Empty: remove the managed route."""
 
 
 class CanaryStep(ApiModel):
@@ -150,14 +247,17 @@ class CanaryStep(ApiModel):
         "json_schema_extra": validations(
             cel(
                 "[has(self.setWeight), has(self.pause), has(self.setCanaryScale), "
-                "has(self.setHeaderRoute), has(self.analysis)].filter(x, x).size() == 1",
-                "a step has exactly one of setWeight, pause, setCanaryScale, setHeaderRoute, analysis",
+                "has(self.setHeaderRoute), has(self.analysis), has(self.experiment), "
+                "has(self.plugin), has(self.setMirrorRoute)].filter(x, x).size() == 1",
+                "a step has exactly one of setWeight, pause, setCanaryScale, setHeaderRoute, "
+                "setMirrorRoute, analysis",
             )
         )
     }
 
-    set_weight: int | None = Field(default=None, ge=0, le=100)
-    """Send this percentage of traffic to the canary (0 to 100)."""
+    set_weight: int | None = Field(default=None, ge=0)
+    """Send this share of traffic to the canary: 0 to 100, or to trafficRouting.maxTrafficWeight
+    when that is set."""
     pause: CanaryPause | None = None
     """Wait for a duration, or until promoted (`pause: {}`)."""
     set_canary_scale: SetCanaryScale | None = None
@@ -166,11 +266,35 @@ class CanaryStep(ApiModel):
     """Route requests with matching headers to the canary."""
     analysis: RolloutAnalysis | None = None
     """Run an analysis; the step completes when the run succeeds."""
+    experiment: dict[str, Any] | None = None
+    """Argo Rollouts' Experiment step: not supported (InvalidSpec)."""
+    plugin: dict[str, Any] | None = None
+    """Argo Rollouts' step plugin: not supported (InvalidSpec)."""
+    set_mirror_route: SetMirrorRoute | None = None
+    """Copy matching requests to the canary (Istio mirror); their answers are dropped."""
 
 
 class ManagedRoute(ApiModel):
     name: str = Field(min_length=1)
     """Name of a route the operator may add to (and remove from) the VirtualService."""
+
+
+class IstioTLSRoute(ApiModel):
+    """A VirtualService's TLS routes to weigh, found as Argo Rollouts' searchTlsRoute finds them:
+    every `tls` route whose matches name this one port and exactly these SNI hosts."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of the route's matches (unset: matches that name no port)."""
+    sni_hosts: list[str] = Field(default_factory=list)
+    """The SNI hosts of the route's matches, all of them (in any order)."""
+
+
+class IstioTCPRoute(ApiModel):
+    """A VirtualService's TCP routes to weigh (Argo Rollouts' searchTcpRoute): every `tcp` route
+    whose matches name this one port."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of the route's matches (unset: matches that name no port)."""
 
 
 class IstioVirtualService(ApiModel):
@@ -179,6 +303,12 @@ class IstioVirtualService(ApiModel):
     routes: list[str] = Field(default_factory=list)
     """Names of the HTTP routes whose weights are set. Empty: every HTTP route whose
     destinations are exactly the stable and the canary."""
+    tls_routes: list[IstioTLSRoute] = Field(default_factory=list)
+    """TLS routes whose weights are set, by port and SNI hosts. Empty: every TLS route whose
+    destinations are exactly the stable and the canary."""
+    tcp_routes: list[IstioTCPRoute] = Field(default_factory=list)
+    """TCP routes whose weights are set, by port. Empty: every TCP route whose destinations
+    are exactly the stable and the canary."""
 
 
 class IstioDestinationRule(ApiModel):
@@ -188,13 +318,132 @@ class IstioDestinationRule(ApiModel):
     """Subset that selects the canary."""
     stable_subset_name: str = Field(min_length=1)
     """Subset that selects the stable version."""
+    additional_subset_names: list[str] = Field(default_factory=list)
+    """Subsets that are neither stable nor canary but share the managed routes (Argo Rollouts'
+    additionalSubsetNames): their weights and labels are left as written, and the stable
+    gets what the canary and they leave."""
 
 
 class IstioTrafficRouting(ApiModel):
-    virtual_service: IstioVirtualService
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.virtualService) != has(self.virtualServices)",
+                "give exactly one of virtualService, virtualServices",
+            ),
+            cel(
+                "!has(self.virtualServices) || size(self.virtualServices) > 0",
+                "virtualServices needs at least one VirtualService",
+                ".virtualServices",
+            ),
+        )
+    }
+
+    virtual_service: IstioVirtualService | None = None
     """The VirtualService whose route weights the operator sets."""
+    virtual_services: list[IstioVirtualService] | None = None
+    """Several VirtualServices, each weighed alike (Argo Rollouts' virtualServices); the weight is
+    verified only when every one of them carries it."""
     destination_rule: IstioDestinationRule | None = None
     """For a subset-level split; omitted: a host-level split between the two Services."""
+
+    def all_virtual_services(self) -> list[IstioVirtualService]:
+        """virtualService, or the virtualServices list (Argo Rollouts' getVirtualServices)."""
+        if self.virtual_services:
+            return list(self.virtual_services)
+        return [self.virtual_service] if self.virtual_service is not None else []
+
+
+GATEWAY_API_PLUGIN = "argoproj-labs/gatewayAPI"
+"""The Argo Rollouts plugin whose configuration Tidegate reads as its own gatewayAPI block."""
+
+
+class GatewayAPIRoute(ApiModel):
+    """One route, as the plugin's `httpRoutes` / `grpcRoutes` items (its HTTPRoute/GRPCRoute types)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the route object."""
+    use_header_routes: bool = False
+    """Add the setHeaderRoute steps' rules to this route (the plugin's default: false)."""
+
+
+class GatewayAPITrafficRouting(ApiModel):
+    """The Gateway API router. Field names, types and defaults are those of the Argo Rollouts
+    plugin argoproj-labs/gatewayAPI (its GatewayAPITrafficRouting), so that a plugin
+    configuration moves over unchanged; only HTTPRoutes and GRPCRoutes are routed."""
+
+    http_route: str | None = Field(default=None, min_length=1, max_length=253)
+    """One HTTPRoute, with header routes (the plugin's insertGatewayAPIRouteLists)."""
+    grpc_route: str | None = Field(default=None, min_length=1, max_length=253)
+    """One GRPCRoute, with header routes."""
+    http_routes: list[GatewayAPIRoute] = Field(default_factory=list)
+    """HTTPRoutes, each saying whether it gets the header routes."""
+    grpc_routes: list[GatewayAPIRoute] = Field(default_factory=list)
+    """GRPCRoutes, each saying whether it gets the header routes."""
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    """Namespace of the routes; omitted: the Rollout's."""
+    # The plugin's other fields, declared so that they are refused by name (InvalidSpec)
+    # rather than pruned in silence by the API server.
+    tcp_route: str | None = None
+    """Not supported by Tidegate (TCPRoute has no header matches; refused as InvalidSpec)."""
+    tls_route: str | None = None
+    """Not supported by Tidegate (refused as InvalidSpec)."""
+    tcp_routes: list[GatewayAPIRoute] = Field(default_factory=list)
+    """Not supported by Tidegate (refused as InvalidSpec)."""
+    tls_routes: list[GatewayAPIRoute] = Field(default_factory=list)
+    """Not supported by Tidegate (refused as InvalidSpec)."""
+    http_route_selector: LabelSelector | None = None
+    """Not supported by Tidegate: name the routes (refused as InvalidSpec)."""
+    grpc_route_selector: LabelSelector | None = None
+    """Not supported by Tidegate: name the routes (refused as InvalidSpec)."""
+    disable_in_progress_label: bool = False
+    """Accepted for the plugin's sake; Tidegate never labels routes."""
+    in_progress_label_key: str | None = None
+    """Accepted for the plugin's sake; Tidegate never labels routes."""
+    in_progress_label_value: str | None = None
+    """Accepted for the plugin's sake; Tidegate never labels routes."""
+
+    def routes(self) -> list[tuple[Literal["HTTPRoute", "GRPCRoute"], GatewayAPIRoute]]:
+        """(kind, route) of every routed object, in order: the single-name fields first with
+        header routes on, as the plugin's insertGatewayAPIRouteLists appends them."""
+        out: list[tuple[Literal["HTTPRoute", "GRPCRoute"], GatewayAPIRoute]] = []
+        kinds: tuple[tuple[Literal["HTTPRoute", "GRPCRoute"], str | None, list[GatewayAPIRoute]], ...] = (
+            ("HTTPRoute", self.http_route, self.http_routes),
+            ("GRPCRoute", self.grpc_route, self.grpc_routes),
+        )
+        for kind, single, many in kinds:
+            out.extend((kind, r) for r in many)
+            if single:
+                out.append((kind, GatewayAPIRoute(name=single, use_header_routes=True)))
+        return out
+
+    def unsupported(self) -> list[str]:
+        """The plugin's fields set here that Tidegate does not route with."""
+        return [
+            name
+            for name, value in (
+                ("tcpRoute", self.tcp_route),
+                ("tlsRoute", self.tls_route),
+                ("tcpRoutes", self.tcp_routes),
+                ("tlsRoutes", self.tls_routes),
+                ("httpRouteSelector", self.http_route_selector),
+                ("grpcRouteSelector", self.grpc_route_selector),
+            )
+            if value
+        ]
+
+
+class TrafficRoutingPlugins(ApiModel):
+    """Argo Rollouts' `trafficRouting.plugins` map; the Gateway API plugin's entry is read as
+    `gatewayAPI`, any other plugin is refused (InvalidSpec) by name."""
+
+    model_config = {"extra": "allow"}
+
+    gateway_api: GatewayAPITrafficRouting | None = Field(default=None, alias=GATEWAY_API_PLUGIN)
+    """The argoproj-labs/gatewayAPI plugin's configuration: the same as `gatewayAPI`."""
+
+    def others(self) -> list[str]:
+        return sorted((self.model_extra or {}).keys())
 
 
 class TrafficRouting(ApiModel):
@@ -202,6 +451,78 @@ class TrafficRouting(ApiModel):
     """Routes the operator adds for setHeaderRoute steps, ahead of the user's routes."""
     istio: IstioTrafficRouting | None = None
     """Route traffic with an Istio VirtualService."""
+    gateway_api: GatewayAPITrafficRouting | None = Field(default=None, alias="gatewayAPI")
+    """Route traffic with Gateway API HTTPRoutes / GRPCRoutes (backendRef weights)."""
+    plugins: TrafficRoutingPlugins | None = None
+    """Argo Rollouts' router plugins; `argoproj-labs/gatewayAPI` is an alias of `gatewayAPI`."""
+    max_traffic_weight: int | None = Field(default=None, ge=1, le=1000000)
+    """The total weight of traffic (Argo Rollouts' maxTrafficWeight): setWeight steps and the
+    routers' weights are out of it. Unset: 100."""
+
+    # Argo Rollouts' other routers: kept as written (never pruned), refused with InvalidSpec.
+    nginx: dict[str, Any] | None = None
+    """Argo Rollouts' NGINX Ingress router: not supported (InvalidSpec)."""
+    alb: dict[str, Any] | None = None
+    """Argo Rollouts' AWS ALB router: not supported (InvalidSpec)."""
+    smi: dict[str, Any] | None = None
+    """Argo Rollouts' SMI router: not supported (InvalidSpec)."""
+    ambassador: dict[str, Any] | None = None
+    """Argo Rollouts' Ambassador router: not supported (InvalidSpec)."""
+    app_mesh: dict[str, Any] | None = None
+    """Argo Rollouts' App Mesh router: not supported (InvalidSpec)."""
+    traefik: dict[str, Any] | None = None
+    """Argo Rollouts' Traefik router: not supported (InvalidSpec)."""
+    apisix: dict[str, Any] | None = None
+    """Argo Rollouts' Apache APISIX router: not supported (InvalidSpec)."""
+
+    def gateway(self) -> GatewayAPITrafficRouting | None:
+        """The Gateway API configuration, native or written as Argo's plugin."""
+        if self.gateway_api is not None:
+            return self.gateway_api
+        return self.plugins.gateway_api if self.plugins is not None else None
+
+    def max_weight(self) -> int:
+        """The total weight (Argo Rollouts' weightutil.MaxTrafficWeight: 100 unless set)."""
+        return self.max_traffic_weight or 100
+
+    def router(self) -> Literal["istio", "gatewayAPI"] | None:
+        """Which router splits the traffic (None: pod counts alone)."""
+        if self.istio is not None:
+            return "istio"
+        if self.gateway() is not None:
+            return "gatewayAPI"
+        return None
+
+
+class PodMetadata(ApiModel):
+    """Labels and annotations for the pods of one role (Argo Rollouts' ephemeral metadata)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels of the role's pods."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the role's pods."""
+
+
+class PreferredAntiAffinity(ApiModel):
+    weight: int = Field(ge=1, le=100)
+    """Weight of the injected preference (1 to 100)."""
+
+
+class AntiAffinity(ApiModel):
+    """Keep a new version's pods off the nodes of the stable's (Argo Rollouts' antiAffinity).
+
+    Exactly one of the two is set (the operator's check: InvalidSpec otherwise)."""
+
+    preferred_during_scheduling_ignored_during_execution: PreferredAntiAffinity | None = None
+    """A preference, with its weight."""
+    required_during_scheduling_ignored_during_execution: dict[str, Any] | None = None
+    """A requirement (`{}`)."""
+
+
+_MAX_WEIGHT = (
+    "(has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) "
+    "? self.trafficRouting.maxTrafficWeight : 100)"
+)
 
 
 class CanaryStrategy(ApiModel):
@@ -217,10 +538,27 @@ class CanaryStrategy(ApiModel):
                 ".trafficRouting",
             ),
             cel(
+                "!has(self.trafficRouting) || !has(self.trafficRouting.gatewayAPI) "
+                "|| (has(self.stableService) && has(self.canaryService))",
+                "the Gateway API router needs both stableService and canaryService",
+                ".trafficRouting",
+            ),
+            cel(
                 "!has(self.stableService) || !has(self.canaryService) "
                 "|| self.stableService != self.canaryService",
                 "stableService and canaryService must be different Services",
                 ".canaryService",
+            ),
+            # Argo Rollouts' ValidateRolloutStrategyCanary: InvalidSetWeightMessage, out of
+            # weightutil.MaxTrafficWeight.
+            cel(
+                "!has(self.steps) || self.steps.all(s, "
+                "(!has(s.setWeight) || s.setWeight <= " + _MAX_WEIGHT + ") && "
+                "(!has(s.setCanaryScale) || !has(s.setCanaryScale.weight) "
+                "|| s.setCanaryScale.weight <= " + _MAX_WEIGHT + "))",
+                "setWeight and setCanaryScale.weight must be at most trafficRouting.maxTrafficWeight "
+                "(100 when it is unset)",
+                ".steps",
             ),
         )
     }
@@ -231,20 +569,58 @@ class CanaryStrategy(ApiModel):
     """Service the operator points at the canary pods."""
     max_surge: IntOrString = "25%"
     """Without a traffic router: how many pods above spec.replicas may run (count or percent)."""
-    max_unavailable: IntOrString = 0
+    max_unavailable: IntOrString = "25%"
     """Without a traffic router: how many pods below spec.replicas may be unavailable."""
     dynamic_stable_scale: bool = False
     """Scale the stable down as the canary's weight grows (needs a traffic router)."""
-    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After an abort, how long the canary pods stay before they are scaled to 0."""
-    scale_down_delay_seconds: int = Field(default=0, ge=0)
-    """After promotion, how long the old stable pods stay before they are scaled to 0."""
+    abort_scale_down_delay_seconds: int | None = Field(default=None, ge=0)
+    """After an abort, how long the canary pods stay before they are scaled to 0: with a
+    traffic router 30 s when unset, and 0 means never; without a router at once."""
+    scale_down_delay_seconds: int | None = Field(default=None, ge=0)
+    """After promotion, how long the old stable pods stay before they are scaled to 0
+    (proxies may still route to them): 30 s when unset; needs a traffic router."""
     analysis: RolloutAnalysisBackground | None = None
     """Background analysis for the whole canary."""
     traffic_routing: TrafficRouting | None = None
     """How traffic is split; omitted: by replica counts alone."""
     steps: list[CanaryStep] = Field(default_factory=list)
     """The steps, in order. Empty: go straight to 100%."""
+    min_pods_per_replica_set: int | None = Field(default=None, ge=1)
+    """With a traffic router: a ReplicaSet that has pods has at least this many (capped at
+    spec.replicas), for availability at small weights."""
+    canary_metadata: PodMetadata | None = None
+    """Labels and annotations the canary pods carry while they are the canary (changed in place,
+    without restarting them, when the role changes)."""
+    stable_metadata: PodMetadata | None = None
+    """Labels and annotations the stable pods carry while they are the stable (changed in place,
+    without restarting them, when the role changes)."""
+    anti_affinity: AntiAffinity | None = None
+    """Schedule the new version's pods away from the stable version's nodes."""
+    scale_down_delay_revision_limit: int | None = Field(default=None, ge=0)
+    """How many old ReplicaSets may keep their pods while they wait out scaleDownDelaySeconds
+    (the newest); unset: no limit."""
+    ping_pong: dict[str, Any] | None = None
+    """Argo Rollouts' ping-pong Services: not supported (InvalidSpec)."""
+
+    def scale_down_delay(self) -> int:
+        """Seconds the old stable stays after promotion (Argo Rollouts'
+        GetScaleDownDelaySecondsOrDefault: 30 with a traffic router, else none)."""
+        if self.traffic_routing is None:
+            return 0
+        return (
+            DEFAULT_SCALE_DOWN_DELAY
+            if self.scale_down_delay_seconds is None
+            else self.scale_down_delay_seconds
+        )
+
+    def abort_scale_down_delay(self) -> int | None:
+        """Seconds the aborted canary stays; None: it is never scaled down (Argo Rollouts'
+        GetAbortScaleDownDelaySecondsOrDefault: an explicit 0 with a router means never)."""
+        if self.traffic_routing is None:
+            return 0
+        if self.abort_scale_down_delay_seconds is None:
+            return DEFAULT_SCALE_DOWN_DELAY
+        return self.abort_scale_down_delay_seconds or None
 
 
 # ---------------------------------------------------------------------------
@@ -277,11 +653,22 @@ class BlueGreenStrategy(ApiModel):
     scale_down_delay_seconds: int = Field(default=30, ge=0)
     """After the switch, how long the old pods stay (in-flight requests, DNS, caches)."""
     abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After an abort, how long the preview pods stay before they are scaled to 0."""
+    """After an abort, how long the preview pods stay before they are scaled to 0 (0: never)."""
     pre_promotion_analysis: RolloutAnalysis | None = None
     """Analysis that must succeed before the switch."""
     post_promotion_analysis: RolloutAnalysis | None = None
     """Analysis after the switch; a failure switches back."""
+    active_metadata: PodMetadata | None = None
+    """Labels and annotations the active pods carry while they are the active (changed in place,
+    without restarting them, when the role changes)."""
+    preview_metadata: PodMetadata | None = None
+    """Labels and annotations the preview pods carry while they are the preview (changed in place,
+    without restarting them, when the role changes)."""
+    anti_affinity: AntiAffinity | None = None
+    """Schedule the new version's pods away from the stable version's nodes."""
+    scale_down_delay_revision_limit: int | None = Field(default=None, ge=0)
+    """How many old ReplicaSets may keep their pods while they wait out scaleDownDelaySeconds
+    (the newest); unset: no limit."""
 
 
 class RolloutStrategy(ApiModel):
@@ -306,6 +693,33 @@ class RolloutStrategy(ApiModel):
 # Rollout
 
 
+class WorkloadRef(ApiModel):
+    """A Deployment whose pod template the Rollout runs (Argo Rollouts' workloadRef)."""
+
+    api_version: str = "apps/v1"
+    """apps/v1."""
+    kind: Literal["Deployment"] = "Deployment"
+    """Deployment (the only kind referenced)."""
+    name: str = Field(min_length=1, max_length=253)
+    """The Deployment, in the Rollout's namespace."""
+    scale_down: Literal["never", "onsuccess", "progressively"] = "never"
+    """What happens to the Deployment's own pods: left alone (never), scaled to 0 once the
+    Rollout is healthy (onsuccess), or scaled down as the Rollout's pods become available
+    (progressively)."""
+
+
+class RollbackWindow(ApiModel):
+    revisions: int = Field(default=0, ge=0)
+    """How many revisions back a rollback skips the steps (Argo Rollouts' rollbackWindow)."""
+
+
+class AnalysisHistory(ApiModel):
+    successful_run_history_limit: int = Field(default=5, ge=0)
+    """Successful AnalysisRuns kept (Argo Rollouts' default 5)."""
+    unsuccessful_run_history_limit: int = Field(default=5, ge=0)
+    """Failed, Error and Inconclusive AnalysisRuns kept (Argo Rollouts' default 5)."""
+
+
 class RolloutSpec(ApiModel):
     """Desired state of a Rollout."""
 
@@ -316,15 +730,31 @@ class RolloutSpec(ApiModel):
                 "restartAt must be an RFC 3339 time",
                 ".restartAt",
             ),
+            cel(
+                "has(self.template) != has(self.workloadRef)",
+                "exactly one of template and workloadRef is set",
+            ),
+            cel(
+                "has(self.selector) || has(self.workloadRef)",
+                "selector is required (it may be omitted with workloadRef)",
+                ".selector",
+            ),
         )
     }
 
     replicas: int | None = Field(default=1, ge=0)
     """Number of pods (default 1). Also reachable through the scale subresource."""
-    selector: LabelSelector
-    """Label selector of the pods; must match the template's labels."""
-    template: PodTemplateSpec
-    """Pod template; a change starts a new revision."""
+    selector: LabelSelector | None = None
+    """Label selector of the pods; must match the template's labels. With workloadRef it may
+    be omitted: the Deployment's selector is used."""
+    template: PodTemplateSpec | None = None
+    """Pod template; a change starts a new revision. Omitted with workloadRef."""
+    workload_ref: WorkloadRef | None = None
+    """Run the pod template of this Deployment instead of `template`."""
+    analysis: AnalysisHistory | None = None
+    """How many finished AnalysisRuns are kept."""
+    rollback_window: RollbackWindow | None = None
+    """Going back to one of the last `revisions` revisions skips the steps (a fast rollback)."""
     min_ready_seconds: int = Field(default=0, ge=0)
     """Seconds a pod must be ready before it counts as available."""
     revision_history_limit: int = Field(default=10, ge=0)
@@ -343,6 +773,11 @@ class RolloutSpec(ApiModel):
     @property
     def desired_replicas(self) -> int:
         return 1 if self.replicas is None else self.replicas
+
+    @property
+    def pod_selector(self) -> LabelSelector:
+        """The selector (empty until a workloadRef's Deployment lends its own)."""
+        return self.selector if self.selector is not None else LabelSelector()
 
 
 # ---------------------------------------------------------------------------
@@ -409,11 +844,46 @@ class BlueGreenStatus(ApiModel):
     """Post-promotion analysis run."""
 
 
+class PendingNotification(ApiModel):
+    """A transition the operator has still to tell some subscribers of (the notification outbox)."""
+
+    id: int
+    """Sequence number of the notification in this Rollout (status.notifications.seq)."""
+    trigger: str
+    """Argo Rollouts' trigger name, e.g. on-rollout-aborted."""
+    reason: str
+    """Reason of the Event that told of the transition."""
+    message: str
+    """What happened, in words."""
+    time: str
+    """When the transition was decided (RFC 3339)."""
+    revision: str | None = None
+    """Pod-template hash of the Rollout's template then."""
+    step: int | None = None
+    """The canary step then, counted from 1."""
+    destinations: list[str] = Field(default_factory=list)
+    """`service:recipient` still to be sent to; each is removed once delivered or given up."""
+
+
+class NotificationsStatus(ApiModel):
+    """What the operator owes subscribers: written with the transition itself, in the same status write."""
+
+    seq: int = 0
+    """Sequence number of the last notification recorded."""
+    completed_revision: str | None = None
+    """The revision on-rollout-completed was last recorded for (once per revision)."""
+    pending: list[PendingNotification] = Field(default_factory=list)
+    """Notifications not yet delivered to every destination."""
+
+
 class RolloutStatus(ApiModel):
     """Observed state of a Rollout: kstatus-compliant, with Argo Rollouts' fields."""
 
     observed_generation: int | None = None
     """metadata.generation this status describes (an integer, for kstatus)."""
+    analysis_blocked: str | None = None
+    """Why the last pass could not make an AnalysisRun (a template missing, say); the canary
+    is held at 0% until it can."""
     phase: Literal["Healthy", "Progressing", "Paused", "Degraded"] | None = None
     """Healthy, Progressing, Paused or Degraded."""
     message: str | None = None
@@ -436,6 +906,8 @@ class RolloutStatus(ApiModel):
     """Why the operator aborted (an analysis run, the progress deadline)."""
     promote_full: bool = False
     """Runtime control: skip the remaining steps and analysis."""
+    skip_step: int | None = Field(default=None, ge=0)
+    """Runtime control: complete step N (0-based, as currentStepIndex) now; the operator clears it."""
     pause_conditions: list[PauseCondition] = Field(default_factory=list)
     """Why the rollout is paused, and since when."""
     controller_pause: bool = False
@@ -468,6 +940,8 @@ class RolloutStatus(ApiModel):
     """Bumped by a retry, so that analysis runs start afresh."""
     aborted_revision: str | None = None
     """Pod-template hash that was aborted; a retry or a new revision clears it."""
+    notifications: NotificationsStatus | None = None
+    """The notification outbox (only for a Rollout with subscriptions): README "Notifications"."""
 
 
 class Rollout(ApiModel):

@@ -1,43 +1,41 @@
 """Cluster access for the CLI: kubeconfig, context and namespace resolved as kubectl does.
 
-- `cluster_options` adds `--kubeconfig`, `--context`, `-n/--namespace` (and `-A` where
-  a command lists) and hands the command a `Target`; `Target.connect()` builds a `Cluster`.
+- `Target` is where a command points (the flags of `_options.cluster_options`);
+  `Target.connect()` reads the kubeconfig (`_kubeconfig`) and builds a `Cluster`.
 - The namespace defaults to the kubeconfig context's namespace, else `default`
   (in a pod: the service account's namespace).
 - `Cluster` reads a Rollout and what belongs to it: ReplicaSets and AnalysisRuns by the
   label `rollout.tidegate.io/name=<name>`, pods by the Rollout's selector; it patches the
   Rollout's spec or, for runtime control, its status subresource.
-- `WatchFeed` runs one list+watch per kind in a thread (kubernetes.watch.Watch streams)
-  and feeds a queue; `LiveState` folds the changes into a `view.Snapshot`.
+- `WatchFeed` runs one list+watch per kind in a thread and feeds a queue; `LiveState`
+  folds the changes into a `Snapshot`.
+
+Requests go through `_rest.Api` (urllib3), not the generated kubernetes client, so
+that a command starts in a fraction of a second (`bench/cli_startup.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from tidegate import __version__
-from tidegate.cli.view import Obj, Snapshot
-from tidegate.core.model import ROLLOUT_LABEL
+from tidegate.cli._facts import Obj, Snapshot
+from tidegate.cli._rest import Api, ApiError, Unreachable, path_for
+from tidegate.core.names import ROLLOUT_LABEL
+
+if TYPE_CHECKING:
+    from tidegate.cli._kubeconfig import Credentials
 
 GROUP, VERSION = "tidegate.io", "v1alpha1"
 FIELD_MANAGER = "tidegate-cli"
-USER_AGENT = f"tidegate-cli/{__version__}"
-IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # A watch is re-opened after this long (the API server would end it around 30-60 minutes).
 WATCH_SECONDS = 300
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
@@ -50,189 +48,94 @@ class CliError(click.ClickException):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a command points: kubeconfig file(s), context, namespace."""
+    """Where a command points: kubeconfig file(s), context, namespace, request timeout."""
 
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None
     all_namespaces: bool = False
+    request_timeout: float | None = None
 
-    def config_file(self) -> str | None:
-        # KUBECONFIG is read here, not at import time (the kubernetes client reads it once).
-        return self.kubeconfig or os.environ.get("KUBECONFIG") or None
-
-    def resolved_namespace(self) -> str:
-        if self.namespace:
-            return self.namespace
-        from kubernetes import config
-        from kubernetes.config.config_exception import ConfigException
+    def credentials(self) -> Credentials:
+        from tidegate.cli._kubeconfig import KubeconfigError, in_cluster, load
 
         try:
-            contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-                config_file=self.config_file()
-            )
-        except (ConfigException, OSError):
-            with contextlib.suppress(OSError):
-                return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
-            return "default"
-        chosen = (
-            next((c for c in contexts if c.get("name") == self.context), None) if self.context else active
-        )
-        return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+            return load(self.kubeconfig, self.context)
+        except KubeconfigError as exc:
+            pod = None if (self.kubeconfig or self.context) else in_cluster()
+            if pod is None:
+                hint = "" if (self.kubeconfig or self.context) else " (set KUBECONFIG or pass --kubeconfig)"
+                raise CliError(f"kubeconfig: {exc}{hint}") from exc
+            return pod
+        except OSError as exc:
+            raise CliError(f"kubeconfig: {exc}") from exc
 
     def connect(self) -> Cluster:
-        from kubernetes import client, config
-        from kubernetes.config.config_exception import ConfigException
-
-        cfg = client.Configuration()
+        creds = self.credentials()
         try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=self.config_file(), context=self.context, client_configuration=cfg
-            )
-        except (ConfigException, OSError) as exc:
-            if self.kubeconfig or self.context:
-                raise CliError(f"kubeconfig: {exc}") from exc
-            try:
-                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            except ConfigException:
-                raise CliError(f"no cluster configured: {exc} (set KUBECONFIG or pass --kubeconfig)") from exc
-        api = client.ApiClient(cfg)
-        api.user_agent = USER_AGENT
-        return Cluster(api=api, namespace=self.resolved_namespace(), all_namespaces=self.all_namespaces)
-
-
-def cluster_options(*, all_namespaces: bool = False) -> Callable[[F], F]:
-    """Add kubectl's connection options; the command receives them as `target: Target`."""
-
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(
-            *args: Any,
-            kubeconfig: str | None,
-            context: str | None,
-            namespace: str | None,
-            all_namespaces: bool = False,
-            **kwargs: Any,
-        ) -> Any:
-            target = Target(kubeconfig, context, namespace, all_namespaces)
-            return fn(*args, target=target, **kwargs)
-
-        options = [
-            click.option("--kubeconfig", metavar="PATH", help="Kubeconfig file (default: $KUBECONFIG)."),
-            click.option("--context", metavar="NAME", help="Kubeconfig context (default: the current one)."),
-            click.option(
-                "-n",
-                "--namespace",
-                metavar="NS",
-                help="Namespace (default: the context's namespace, else `default`).",
-            ),
-        ]
-        if all_namespaces:
-            options.append(
-                click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
-            )
-        decorated: Any = wrapper
-        for option in reversed(options):
-            decorated = option(decorated)
-        return cast(F, decorated)
-
-    return decorate
+            api = Api(creds, request_timeout=self.request_timeout)
+        except Unreachable as exc:
+            raise CliError(f"cannot reach the cluster at {creds.server}: {exc}") from exc
+        return Cluster(
+            api=api, namespace=self.namespace or creds.namespace, all_namespaces=self.all_namespaces
+        )
 
 
 @contextlib.contextmanager
 def api_errors(what: str) -> Iterator[None]:
     """Turn API and connection failures into one readable line (exit 1)."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     try:
         yield
-    except ApiException as exc:
-        raise CliError(f"{what}: {api_message(exc)}") from exc
-    except HTTPError as exc:
+    except ApiError as exc:
+        raise CliError(f"{what}: {exc.message}") from exc
+    except Unreachable as exc:
         raise CliError(f"{what}: cannot reach the cluster: {exc}") from exc
-
-
-def api_message(exc: Any) -> str:
-    """The API server's own message from an ApiException, else its reason."""
-    body = getattr(exc, "body", None)
-    if body:
-        with contextlib.suppress(ValueError, TypeError):
-            message = json.loads(body).get("message")
-            if message:
-                return str(message)
-    return f"{getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
 
 
 # ---------------------------------------------------------------------------
 # Reads and writes
 
 
-def _body(response: Any) -> Any:
-    return json.loads(response.data)
-
-
 @dataclass
 class Cluster:
-    api: Any
+    api: Api
     namespace: str
     all_namespaces: bool = False
 
-    @functools.cached_property
-    def core(self) -> Any:
-        from kubernetes import client
+    def _path(
+        self, plural: str, name: str | None = None, *, group: str = GROUP, version: str = VERSION
+    ) -> str:
+        return path_for(group, version, plural, self.namespace, name)
 
-        return client.CoreV1Api(self.api)
+    def _list_path(self, plural: str, *, group: str = GROUP, version: str = VERSION) -> str:
+        return path_for(group, version, plural, None if self.all_namespaces else self.namespace)
 
-    @functools.cached_property
-    def apps(self) -> Any:
-        from kubernetes import client
-
-        return client.AppsV1Api(self.api)
-
-    @functools.cached_property
-    def custom(self) -> Any:
-        from kubernetes import client
-
-        return client.CustomObjectsApi(self.api)
+    def names(self, path: str, **params: Any) -> list[str]:
+        """The names of the objects a list returns (for completion)."""
+        body = self.api.get(path, **params)
+        return sorted(str((i.get("metadata") or {}).get("name")) for i in body.get("items") or [])
 
     # -- Rollouts
 
     def rollout(self, name: str) -> Obj:
         """The Rollout; a clear error (exit 1) when it does not exist."""
-        from kubernetes.client.exceptions import ApiException
-
         with api_errors(f"reading rollout {name}"):
             try:
-                response = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, "rollouts", name, _preload_content=False
-                )
-            except ApiException as exc:
+                return cast(Obj, self.api.get(self._path("rollouts", name)))
+            except ApiError as exc:
                 if exc.status == 404:
                     raise CliError(f'rollout "{name}" not found in namespace "{self.namespace}"') from exc
                 raise
-        return cast(Obj, _body(response))
 
     def rollouts(self) -> list[Obj]:
         with api_errors("listing rollouts"):
-            if self.all_namespaces:
-                body = _body(
-                    self.custom.list_cluster_custom_object(GROUP, VERSION, "rollouts", _preload_content=False)
-                )
-            else:
-                body = _body(
-                    self.custom.list_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, "rollouts", _preload_content=False
-                    )
-                )
+            body = self.api.get(self._list_path("rollouts"))
         return list(body.get("items") or [])
 
     def replica_sets(self, name: str) -> list[Obj]:
         with api_errors(f"listing the ReplicaSets of {name}"):
-            body = _body(
-                self.apps.list_namespaced_replica_set(
-                    self.namespace, label_selector=f"{ROLLOUT_LABEL}={name}", _preload_content=False
-                )
+            body = self.api.get(
+                path_for("apps", "v1", "replicasets", self.namespace), labelSelector=f"{ROLLOUT_LABEL}={name}"
             )
         return list(body.get("items") or [])
 
@@ -241,29 +144,34 @@ class Cluster:
         if not selector:
             return []
         with api_errors("listing pods"):
-            body = _body(
-                self.core.list_namespaced_pod(self.namespace, label_selector=selector, _preload_content=False)
-            )
+            body = self.api.get(path_for("", "v1", "pods", self.namespace), labelSelector=selector)
         return list(body.get("items") or [])
 
-    def analysis_runs(self, name: str) -> list[Obj]:
-        from kubernetes.client.exceptions import ApiException
-
-        with api_errors(f"listing the AnalysisRuns of {name}"):
+    def analysis_runs(self, rollout: str | None = None) -> list[Obj]:
+        """AnalysisRuns of one Rollout (by its label), or all of the namespace (-A: of every one)."""
+        what = f"listing the AnalysisRuns of {rollout}" if rollout else "listing analysisruns"
+        with api_errors(what):
             try:
-                response = self.custom.list_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "analysisruns",
-                    label_selector=f"{ROLLOUT_LABEL}={name}",
-                    _preload_content=False,
-                )
-            except ApiException as exc:
+                if rollout:
+                    body = self.api.get(
+                        self._path("analysisruns"), labelSelector=f"{ROLLOUT_LABEL}={rollout}"
+                    )
+                else:
+                    body = self.api.get(self._list_path("analysisruns"))
+            except ApiError as exc:
                 if exc.status == 404:
                     return []  # the AnalysisRun CRD is not installed
                 raise
-        return list(_body(response).get("items") or [])
+        return list(body.get("items") or [])
+
+    def analysis_run(self, name: str) -> Obj:
+        with api_errors(f"reading analysisrun {name}"):
+            try:
+                return cast(Obj, self.api.get(self._path("analysisruns", name)))
+            except ApiError as exc:
+                if exc.status == 404:
+                    raise CliError(f'analysisrun "{name}" not found in namespace "{self.namespace}"') from exc
+                raise
 
     def snapshot(self, name: str) -> Snapshot:
         rollout = self.rollout(name)
@@ -278,79 +186,79 @@ class Cluster:
 
     def patch_status(self, name: str, status: Obj, resource_version: str | None = None) -> Obj:
         """JSON merge patch of the status subresource (runtime control GitOps never reverts)."""
-        return self._merge(
-            self.custom.patch_namespaced_custom_object_status, name, {"status": status}, resource_version
-        )
+        return self._merge(self._path("rollouts", name) + "/status", {"status": status}, resource_version)
 
     def patch_spec(self, name: str, spec: Obj, resource_version: str | None = None) -> Obj:
         """JSON merge patch of the Rollout's spec."""
-        return self._merge(self.custom.patch_namespaced_custom_object, name, {"spec": spec}, resource_version)
+        return self._merge(self._path("rollouts", name), {"spec": spec}, resource_version)
 
-    def _merge(self, patch: Any, name: str, body: Obj, resource_version: str | None) -> Obj:
+    def _merge(self, path: str, body: Obj, resource_version: str | None) -> Obj:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        response = patch(
-            GROUP,
-            VERSION,
-            self.namespace,
-            "rollouts",
-            name,
-            body,
-            field_manager=FIELD_MANAGER,
-            _preload_content=False,
+        return cast(
+            Obj,
+            self.api.request(
+                "PATCH",
+                path,
+                params={"fieldManager": FIELD_MANAGER},
+                body=body,
+                content_type="application/merge-patch+json",
+            ),
         )
-        return cast(Obj, _body(response))
 
     def json_patch(self, name: str, operations: list[Obj]) -> Obj:
         """RFC 6902 JSON patch of the Rollout (`test` operations make it conditional)."""
         return cast(
             Obj,
-            _body(
-                self.custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    "rollouts",
-                    name,
-                    operations,
-                    field_manager=FIELD_MANAGER,
-                    _content_type="application/json-patch+json",
-                    _preload_content=False,
-                )
+            self.api.request(
+                "PATCH",
+                self._path("rollouts", name),
+                params={"fieldManager": FIELD_MANAGER},
+                body=operations,
+                content_type="application/json-patch+json",
             ),
         )
 
     # -- Watch sources
 
     def rollout_source(self, name: str) -> Source:
-        return Source(
-            "rollout",
-            self.custom.list_namespaced_custom_object,
-            (GROUP, VERSION, self.namespace, "rollouts"),
-            {"field_selector": f"metadata.name={name}"},
-        )
+        return Source("rollout", self._path("rollouts"), {"fieldSelector": f"metadata.name={name}"})
+
+    def rollouts_source(self) -> Source:
+        return Source("rollouts", self._list_path("rollouts"), {})
+
+    def analysis_runs_source(self) -> Source:
+        return Source("analysisruns", self._list_path("analysisruns"), {}, optional=True)
 
     def replica_set_source(self, name: str) -> Source:
         return Source(
             "replicaset",
-            self.apps.list_namespaced_replica_set,
-            (self.namespace,),
-            {"label_selector": f"{ROLLOUT_LABEL}={name}"},
+            path_for("apps", "v1", "replicasets", self.namespace),
+            {"labelSelector": f"{ROLLOUT_LABEL}={name}"},
         )
 
     def pod_source(self, rollout: Obj) -> Source | None:
         selector = pod_selector(rollout)
         if not selector:
             return None
-        return Source("pod", self.core.list_namespaced_pod, (self.namespace,), {"label_selector": selector})
+        return Source("pod", path_for("", "v1", "pods", self.namespace), {"labelSelector": selector})
 
     def analysis_run_source(self, name: str) -> Source:
         return Source(
             "analysisrun",
-            self.custom.list_namespaced_custom_object,
-            (GROUP, VERSION, self.namespace, "analysisruns"),
-            {"label_selector": f"{ROLLOUT_LABEL}={name}"},
+            self._path("analysisruns"),
+            {"labelSelector": f"{ROLLOUT_LABEL}={name}"},
             optional=True,
+        )
+
+    def watch(self, source: Source, resource_version: str, timeout: float) -> Iterator[Obj]:
+        """Watch events of `source` from `resource_version` (the server ends it after `timeout`)."""
+        return self.api.stream(
+            source.path,
+            resourceVersion=resource_version,
+            timeoutSeconds=max(1, int(timeout)),
+            allowWatchBookmarks=True,
+            **source.params,
         )
 
 
@@ -365,12 +273,11 @@ def pod_selector(rollout: Obj) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """One list+watch: which kind, and the list function with its arguments."""
+    """One list+watch: which kind, the list's path and its query parameters."""
 
     kind: str
-    list_fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    path: str
+    params: dict[str, Any]
     optional: bool = False
     """A 404 on the list means the kind is not installed: watch nothing, report nothing."""
 
@@ -384,6 +291,10 @@ class Change:
     message: str = ""
 
 
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
 class WatchFeed:
     """One thread per Source: list, then watch from the list's resourceVersion, forever.
 
@@ -391,11 +302,12 @@ class WatchFeed:
     is re-listed; the list arrives as a SYNC so that nothing missed stays stale.
     """
 
-    def __init__(self, changes: queue.Queue[Change] | None = None, retry_seconds: float = 2.0) -> None:
+    def __init__(
+        self, cluster: Cluster, changes: queue.Queue[Change] | None = None, retry_seconds: float = 2.0
+    ) -> None:
+        self.cluster = cluster
         self.changes: queue.Queue[Change] = changes if changes is not None else queue.Queue()
         self._stop = threading.Event()
-        self._watches: list[Any] = []
-        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._retry = retry_seconds
 
@@ -417,10 +329,7 @@ class WatchFeed:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._lock:
-            for w in self._watches:
-                with contextlib.suppress(Exception):
-                    w.stop()
+        self.cluster.api.close_streams()
 
     def __enter__(self) -> WatchFeed:
         return self
@@ -429,43 +338,37 @@ class WatchFeed:
         self.stop()
 
     def _run(self, source: Source) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
+        api = self.cluster.api
         while not self._stop.is_set():
             try:
-                listed = _body(source.list_fn(*source.args, _preload_content=False, **source.kwargs))
+                listed = api.get(source.path, **source.params)
                 version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
                 self.changes.put(Change(source.kind, "SYNC", tuple(listed.get("items") or [])))
                 while not self._stop.is_set():
-                    w = watch.Watch()  # type: ignore[no-untyped-call]
-                    with self._lock:
-                        self._watches.append(w)
-                    try:
-                        for event in w.stream(  # type: ignore[no-untyped-call]
-                            source.list_fn,
-                            *source.args,
-                            resource_version=version,
-                            timeout_seconds=WATCH_SECONDS,
-                            allow_watch_bookmarks=True,
-                            **source.kwargs,
-                        ):
-                            if self._stop.is_set():
-                                break
-                            obj = event.get("raw_object") or {}
-                            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                                self.changes.put(Change(source.kind, str(event["type"]), (obj,)))
-                    finally:
-                        with self._lock:
-                            self._watches.remove(w)
-            except ApiException as exc:
+                    for event in self.cluster.watch(source, version, WATCH_SECONDS):
+                        if self._stop.is_set():
+                            return
+                        kind, obj = event.get("type"), event.get("object") or {}
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                raise _Expired
+                            raise ApiError(
+                                int(obj.get("code") or 500),
+                                str(obj.get("reason") or ""),
+                                str(obj.get("message") or ""),
+                            )
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        if kind in ("ADDED", "MODIFIED", "DELETED"):
+                            self.changes.put(Change(source.kind, str(kind), (obj,)))
+            except _Expired:
+                continue
+            except ApiError as exc:
                 if exc.status == 410:
                     continue  # expired: list again
                 if exc.status == 404 and source.optional:
                     self.changes.put(Change(source.kind, "SYNC", ()))
                     return
-                self.changes.put(Change(source.kind, "ERROR", message=api_message(exc)))
+                self.changes.put(Change(source.kind, "ERROR", message=exc.message))
                 self._stop.wait(self._retry)
             except Exception as exc:
                 if self._stop.is_set():

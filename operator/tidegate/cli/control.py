@@ -1,9 +1,13 @@
 """Steer a Rollout: promote, abort, retry, pause, resume, restart, set image, undo.
 
-Runtime control (promote, abort, retry, and the pause conditions that resume clears)
-is written to the Rollout's status subresource, so a GitOps sync of the spec never
-undoes it; `pause`/`resume` (spec.paused), `restart` (spec.restartAt), `set image` and
-`undo` (spec.template) change the spec, as in Argo Rollouts.
+Runtime control (promote, abort, retry) is written to the Rollout's status subresource,
+so a GitOps sync of the spec never undoes it; `pause`/`resume` (spec.paused), `restart`
+(spec.restartAt), `set image` and `undo` (spec.template) change the spec, as in Argo
+Rollouts. The CLI writes only intents, never the operator's bookkeeping (step index,
+start times, analysis rounds): `abort: true`, `abort: false` (retry), cleared
+`pauseConditions` (end a pause), `skipStep: N` (complete step N), `promoteFull: true`.
+Any client writing the same intent (kubectl patch, an Argo CD action, a script) gets
+the same result.
 
 Each command decides in a pure function (`decide_*`: the Rollout in, the patches and
 the words out, or a `Refusal`), then writes with the resourceVersion it read as a
@@ -22,10 +26,11 @@ from typing import Any
 
 import click
 
-from tidegate.cli._kube import CliError, Cluster, Target, api_errors, api_message, cluster_options
-from tidegate.cli.view import (
+from tidegate.cli._facts import (
     Obj,
+    describe_step,
     hash_of,
+    is_complete,
     is_fresh,
     phase_of,
     revision_of,
@@ -33,6 +38,9 @@ from tidegate.cli.view import (
     steps_of,
     strategy_of,
 )
+from tidegate.cli._kube import CliError, Cluster, Target, api_errors
+from tidegate.cli._options import cluster_options, rollout_names
+from tidegate.cli._rest import ApiError
 from tidegate.core.hashing import HASH_LABEL, pod_template_hash
 
 ATTEMPTS = 5
@@ -79,12 +87,23 @@ def _step_words(index: int, n: int) -> str:
 # Decisions (pure)
 
 
-def decide_promote(rollout: Obj, full: bool, now: datetime) -> Decision:
+def decide_promote(rollout: Obj, full: bool) -> Decision:
     name, st = _name(rollout), _status(rollout)
     paused_by_spec = bool((rollout.get("spec") or {}).get("paused"))
     conditions = list(st.get("pauseConditions") or [])
+    if st.get("abort") and full and not _fully_promoted(rollout):
+        # As Argo Rollouts: promoteFull lifts the abort and the operator promotes fully.
+        return Decision(
+            f"rollout {name} promoted: its abort is lifted, revision {st.get('currentPodHash')} "
+            "goes to full promotion",
+            status={"promoteFull": True},
+            spec={"paused": False} if (rollout.get("spec") or {}).get("paused") else {},
+        )
     if st.get("abort"):
-        raise Refusal(f"rollout {name} is aborted: use `tidegate retry {name}` to start its steps again")
+        raise Refusal(
+            f"rollout {name} is aborted: use `tidegate retry {name}` to start its steps again "
+            f"(or `tidegate promote --full {name}` to promote it fully)"
+        )
     if _fully_promoted(rollout):
         raise Refusal(
             f"rollout {name} is {phase_of(rollout)} and fully promoted "
@@ -126,14 +145,15 @@ def decide_promote(rollout: Obj, full: bool, now: datetime) -> Decision:
         done.append(f"resumed after {what} at step {_step_words(index, n)}")
     elif paused_by_spec:
         pass  # unpausing is the promotion; the step itself carries on
-    elif st.get("controllerPause"):
+    elif st.get("controllerPause") or st.get("skipStep") == index:
         raise Refusal(
             f"rollout {name}: step {_step_words(index, n)} is already promoted; the operator moves on"
         )
     elif index < n:
-        status["currentStepIndex"] = index + 1
-        status["stepStartedAt"] = iso(now)
-        done.append(f"step {_step_words(index, n)} -> {_step_words(index + 1, n)} (step skipped)")
+        # The intent names the step; the operator completes it if the rollout is still there.
+        status["skipStep"] = index
+        what = describe_step(steps[index])
+        done.append(f"step {_step_words(index, n)} ({what}) skipped -> {_step_words(index + 1, n)}")
     else:
         raise Refusal(
             f"rollout {name} is past its last step and promoting already: "
@@ -161,31 +181,36 @@ def decide_abort(rollout: Obj) -> Decision:
     )
 
 
-def decide_retry(rollout: Obj, now: datetime) -> Decision:
+def decide_retry(rollout: Obj) -> Decision:
+    """Retry is the intent `status.abort: false`, nothing else.
+
+    The operator recognises it (abort lifted on the aborted revision) and does the rest:
+    steps from the first (blue-green: the preview again), no pause, a new round of
+    analysis runs, the progress deadline counted from now.
+    """
     name, st = _name(rollout), _status(rollout)
     if not st.get("abort"):
         raise Refusal(f"rollout {name} is not aborted (phase {phase_of(rollout)}): nothing to retry")
-    status: Obj = {
-        "abort": False,
-        "abortedAt": None,
-        # abortedRevision stays: the operator recognises a retry by it (abort false on the
-        # aborted revision) and starts a new round of analysis runs.
-        "pauseConditions": [],
-        "controllerPause": False,
-        "promoteFull": False,
-        # The progress deadline counts from the retry, not from before the abort.
-        "progressAt": iso(now),
-    }
     if strategy_of(rollout) == "BlueGreen":
-        status["blueGreen"] = {"promoting": False}
-        status["stepStartedAt"] = None  # the auto-promotion wait starts over
         what = "the preview starts again"
     else:
-        status["currentStepIndex"] = 0
-        status["stepStartedAt"] = iso(now)
         n = len(steps_of(rollout))
         what = f"steps start again at 1/{n}" if n else "promotion starts again"
-    return Decision(f"rollout {name} retried: {what}", status=status)
+    if _has_analysis(rollout):
+        what += ", with a new round of analysis runs"
+    return Decision(f"rollout {name} retried: {what}", status={"abort": False})
+
+
+def _has_analysis(rollout: Obj) -> bool:
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    canary = strategy.get("canary") or {}
+    bg = strategy.get("blueGreen") or {}
+    return bool(
+        canary.get("analysis")
+        or any("analysis" in step for step in canary.get("steps") or [])
+        or bg.get("prePromotionAnalysis")
+        or bg.get("postPromotionAnalysis")
+    )
 
 
 def decide_pause(rollout: Obj) -> Decision:
@@ -195,28 +220,56 @@ def decide_pause(rollout: Obj) -> Decision:
     return Decision(f"rollout {name} paused (spec.paused: true)", spec={"paused": True})
 
 
+_PAUSE_REASONS = {
+    "CanaryPauseStep": "a pause step",
+    "InconclusiveAnalysisRun": "an inconclusive analysis",
+    "BlueGreenPause": "the blue-green preview pause",
+}
+
+
+def _waits_in(rollout: Obj) -> str | None:
+    """Where the rollout waits for a promote, in words; None when it does not."""
+    conditions = _status(rollout).get("pauseConditions") or []
+    reasons = [str(c.get("reason")) for c in conditions]
+    if not reasons:
+        return None
+    if strategy_of(rollout) == "BlueGreen":
+        return " and ".join(_PAUSE_REASONS.get(r, r) for r in reasons)
+    steps = steps_of(rollout)
+    n, index = len(steps), step_index(rollout)
+    where = f"step {_step_words(index, n)}"
+    if index < n:
+        where += f" ({describe_step(steps[index])})"
+    return " and ".join(_PAUSE_REASONS.get(r, r) for r in reasons) + f" at {where}"
+
+
 def decide_resume(rollout: Obj) -> Decision:
-    name, st = _name(rollout), _status(rollout)
-    spec: Obj = {}
-    status: Obj = {}
-    done: list[str] = []
-    if (rollout.get("spec") or {}).get("paused"):
-        spec["paused"] = False
-        done.append("spec.paused: false")
-    conditions = st.get("pauseConditions") or []
-    if conditions:
-        status["pauseConditions"] = []
-        reasons = ", ".join(sorted({str(c.get("reason")) for c in conditions}))
-        done.append(f"pause conditions cleared ({reasons})")
-    if not done:
-        return Decision(f"rollout {name} is not paused: nothing to resume")
-    return Decision(f"rollout {name} resumed: " + "; ".join(done), status=status, spec=spec)
+    """Resume is `spec.paused: false`, nothing else (as Argo's `resume`).
+
+    It never clears pause conditions: a pause step (even `duration: 1h`), an inconclusive
+    analysis and a blue-green preview end only with `promote`.
+    """
+    name = _name(rollout)
+    waiting = _waits_in(rollout)
+    hint = f"; it waits in {waiting}: `tidegate promote {name}` ends a pause" if waiting else ""
+    if not (rollout.get("spec") or {}).get("paused"):
+        return Decision(f"rollout {name} is not paused (spec.paused is not set): nothing to resume{hint}")
+    return Decision(f"rollout {name} resumed (spec.paused: false){hint}", spec={"paused": False})
 
 
 def decide_restart(rollout: Obj, now: datetime) -> Decision:
+    """`spec.restartAt: now`; the words say when it will happen (the operator restarts a complete rollout)."""
     at = iso(now)
+    name = _name(rollout)
+    if is_complete(rollout):
+        when = "pods created before it are replaced one at a time"
+    else:
+        when = (
+            f"pods created before it are replaced one at a time once the rollout is complete "
+            f"(it is {phase_of(rollout)}: {_status(rollout).get('message') or '-'})"
+        )
     return Decision(
-        f"rollout {_name(rollout)} restarting: pods created before {at} are replaced one at a time",
+        f"rollout {name} restart requested (restartAt {at}): {when}; follow it with `tidegate status {name}`",
         spec={"restartAt": at},
     )
 
@@ -389,25 +442,13 @@ def read_fresh(cluster: Cluster, name: str, timeout: float = FRESH_SECONDS) -> O
     rollout = cluster.rollout(name)
     if is_fresh(rollout):
         return rollout
-    from kubernetes import watch
-
-    w = watch.Watch()  # type: ignore[no-untyped-call]
+    version = str((rollout.get("metadata") or {}).get("resourceVersion") or "")
     with api_errors(f"watching rollout {name}"):
-        for event in w.stream(  # type: ignore[no-untyped-call]
-            cluster.custom.list_namespaced_custom_object,
-            "tidegate.io",
-            "v1alpha1",
-            cluster.namespace,
-            "rollouts",
-            field_selector=f"metadata.name={name}",
-            resource_version=(rollout.get("metadata") or {}).get("resourceVersion"),
-            timeout_seconds=max(1, int(timeout)),
-        ):
-            obj = event.get("raw_object") or {}
+        for event in cluster.watch(cluster.rollout_source(name), version, timeout):
+            obj = event.get("object") or {}
             if event.get("type") in ("ADDED", "MODIFIED"):
                 rollout = obj
                 if is_fresh(rollout):
-                    w.stop()  # type: ignore[no-untyped-call]
                     return rollout
     st = rollout.get("status") or {}
     raise CliError(
@@ -421,8 +462,6 @@ def carry_out(
     cluster: Cluster, name: str, decide: Callable[[Obj], Decision], *, fresh: bool, what: str
 ) -> Decision:
     """Read, decide, write with the read resourceVersion as precondition; on conflict, again."""
-    from kubernetes.client.exceptions import ApiException
-
     for _attempt in range(ATTEMPTS):
         rollout = read_fresh(cluster, name) if fresh else cluster.rollout(name)
         try:
@@ -445,9 +484,9 @@ def carry_out(
                         cluster.json_patch(name, ops)
                     if decision.spec:
                         cluster.patch_spec(name, decision.spec, version)
-                except ApiException as exc:
+                except ApiError as exc:
                     if exc.status == 409:
-                        raise _Conflict(api_message(exc)) from exc
+                        raise _Conflict(exc.message) from exc
                     raise
         except _Conflict:
             continue
@@ -465,103 +504,155 @@ def _run(target: Target, name: str, decide: Callable[[Obj], Decision], *, fresh:
     click.echo(decision.message)
 
 
+@dataclass(frozen=True)
+class Intent:
+    """One steering command as data: how it decides, whether it waits for a fresh status, its verb."""
+
+    decide: Callable[[Obj], Decision]
+    fresh: bool
+    what: str
+
+
+def intents() -> dict[str, Intent]:
+    """The steering commands without arguments, by the name a client asks for them.
+
+    The commands below and the dashboard's buttons (`dashboard.py`) both carry these out,
+    so a button writes exactly the intent its command writes. `restart` reads the clock
+    when it decides.
+    """
+    return {
+        "promote": Intent(lambda r: decide_promote(r, False), fresh=True, what="promoting"),
+        "promote-full": Intent(lambda r: decide_promote(r, True), fresh=True, what="promoting"),
+        "abort": Intent(decide_abort, fresh=True, what="aborting"),
+        "retry": Intent(decide_retry, fresh=True, what="retrying"),
+        "pause": Intent(decide_pause, fresh=False, what="pausing"),
+        "resume": Intent(decide_resume, fresh=False, what="resuming"),
+        "restart": Intent(lambda r: decide_restart(r, datetime.now(UTC)), fresh=False, what="restarting"),
+    }
+
+
+def steer(cluster: Cluster, name: str, action: str) -> Decision:
+    """Carry out the intent named `action` on Rollout `name` (CliError: refused or failed)."""
+    intent = intents()[action]
+    return carry_out(cluster, name, intent.decide, fresh=intent.fresh, what=intent.what)
+
+
+def _steer(target: Target, name: str, action: str) -> None:
+    click.echo(steer(target.connect(), name, action).message)
+
+
 # ---------------------------------------------------------------------------
 # Commands
 
 
 @click.command("promote")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @click.option("--full", is_flag=True, help="Skip all remaining steps and analysis: go to 100% now.")
 @cluster_options()
 def promote(name: str, full: bool, target: Target) -> None:
-    """Promote a Rollout: end the current pause (or skip the current step), or with
-    --full skip every remaining step.
+    """Promote a Rollout: end the current pause or skip the current step.
 
-    A paused rollout has its pause conditions cleared (and spec.paused set to false);
-    a canary that is not paused skips its current step. Refused when the rollout is
-    fully promoted or aborted (use retry). Written to the status subresource, so a
-    GitOps sync never reverts it.
+    With --full, skip every remaining step.
+
+    A paused rollout (a pause step, even a timed one; an inconclusive analysis; a
+    blue-green preview) has its pause conditions cleared, and spec.paused set to false;
+    a canary step that is not paused (an analysis, pods still coming up) is completed
+    through status.skipStep. Refused when the rollout is fully promoted or aborted (use
+    retry). Written to the status subresource, so a GitOps sync never reverts it.
 
     \b
     Example:
       tidegate promote web
       tidegate promote web --full -n shop
     """
-    _run(target, name, lambda r: decide_promote(r, full, datetime.now(UTC)), fresh=True, what="promoting")
+    _steer(target, name, "promote-full" if full else "promote")
 
 
 @click.command("abort")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @cluster_options()
 def abort(name: str, target: Target) -> None:
-    """Abort a Rollout: all traffic back to the stable version (blue-green: the active
-    Service stays), the new pods scaled down after the abort delay; phase Degraded.
+    """Abort a Rollout: all traffic back to the stable version.
+
+    Blue-green: the active Service stays. The new pods are scaled down after the
+    abort delay; phase Degraded.
 
     \b
     Example:
       tidegate abort web
       tidegate retry web    # later, to start the steps again
     """
-    _run(target, name, decide_abort, fresh=True, what="aborting")
+    _steer(target, name, "abort")
 
 
 @click.command("retry")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @cluster_options()
 def retry(name: str, target: Target) -> None:
     """Retry an aborted Rollout: its steps start again from the first.
+
+    Writes status.abort: false; the operator starts the steps again (blue-green: the
+    preview), with a new round of analysis.
 
     \b
     Example:
       tidegate retry web
     """
-    _run(target, name, lambda r: decide_retry(r, datetime.now(UTC)), fresh=True, what="retrying")
+    _steer(target, name, "retry")
 
 
 @click.command("pause")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @cluster_options()
 def pause(name: str, target: Target) -> None:
-    """Pause a Rollout (spec.paused: true): it stays at its current step until resumed.
+    """Pause a Rollout (spec.paused: true) where it is.
+
+    It stays at its current step until `tidegate resume`.
 
     \b
     Example:
       tidegate pause web
       tidegate resume web
     """
-    _run(target, name, decide_pause, fresh=False, what="pausing")
+    _steer(target, name, "pause")
 
 
 @click.command("resume")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @cluster_options()
 def resume(name: str, target: Target) -> None:
-    """Resume a Rollout: spec.paused: false, and its pause conditions cleared.
+    """Resume a Rollout paused with `pause` (spec.paused: false).
+
+    Only spec.paused: a pause step, an inconclusive analysis or a blue-green preview
+    waits for `tidegate promote`, as with Argo Rollouts' resume.
 
     \b
     Example:
       tidegate resume web
     """
-    _run(target, name, decide_resume, fresh=False, what="resuming")
+    _steer(target, name, "resume")
 
 
 @click.command("restart")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @cluster_options()
 def restart(name: str, target: Target) -> None:
-    """Restart a Rollout's pods (spec.restartAt: now): pods older than now are
-    replaced one at a time, honouring PodDisruptionBudgets.
+    """Restart a Rollout's pods one at a time (spec.restartAt: now).
+
+    Pods created before now are evicted one at a time (PodDisruptionBudgets hold),
+    once the rollout is complete: a restart asked for mid-rollout waits for it.
+    `get rollout` and `status` show it pending; `tidegate status NAME` waits for it.
 
     \b
     Example:
       tidegate restart web
     """
-    _run(target, name, lambda r: decide_restart(r, datetime.now(UTC)), fresh=False, what="restarting")
+    _steer(target, name, "restart")
 
 
 @click.group("set")
 def set_group() -> None:
-    """Change a Rollout's spec.
+    """Change a Rollout's spec: `set image`.
 
     \b
     Example:
@@ -580,7 +671,7 @@ def _parse_images(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @set_group.command("image")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @click.argument("pairs", nargs=-1, required=True, metavar="CONTAINER=IMAGE...")
 @cluster_options()
 def set_image(name: str, pairs: tuple[str, ...], target: Target) -> None:
@@ -597,14 +688,16 @@ def set_image(name: str, pairs: tuple[str, ...], target: Target) -> None:
 
 
 @click.command("undo")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @click.option(
     "--to-revision", type=int, default=None, help="Revision to go back to (default: the previous one)."
 )
 @cluster_options()
 def undo(name: str, to_revision: int | None, target: Target) -> None:
-    """Roll back: the pod template of an earlier revision becomes the spec's template.
-    Going back to the stable revision skips the steps (fast rollback).
+    """Roll back to an earlier revision's pod template.
+
+    The template becomes the spec's; going back to the stable revision skips the
+    steps (fast rollback).
 
     \b
     Example:

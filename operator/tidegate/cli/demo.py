@@ -94,7 +94,7 @@ def _follow(
 
 
 def run(keep: bool, live: bool) -> None:
-    from tidegate.sandbox import Sandbox
+    from tidegate.sandbox import OUTBOUND_ENV, Sandbox
     from tidegate.sandbox.prometheus import address
 
     story = Story()
@@ -118,7 +118,7 @@ def run(keep: bool, live: bool) -> None:
                 "--metrics-port",
                 "0",
             ],
-            env={**os.environ, "KUBECONFIG": str(sandbox.kubeconfig)},
+            env={**os.environ, **OUTBOUND_ENV, "KUBECONFIG": str(sandbox.kubeconfig)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

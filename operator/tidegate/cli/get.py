@@ -1,4 +1,9 @@
-"""`tidegate get rollout NAME [--watch]`: the live view of one Rollout."""
+"""`tidegate get TYPE [NAME]`: one Rollout in detail (live with --watch), or a table.
+
+TYPE is any of kubectl's names for the kind (`rollout`, `rollouts`, `ro`,
+`rollouts.tidegate.io`; `analysisrun`, `analysisruns`, `ar`). Without NAME it lists,
+as `kubectl get` does; `-o json|yaml|wide|name` as kubectl prints them.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +11,152 @@ import contextlib
 import queue
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console, Group, RenderableType
-from rich.text import Text
 
-from tidegate.cli._kube import Change, Cluster, LiveState, Target, WatchFeed, cluster_options
-from tidegate.cli.view import render, render_text
+from tidegate.cli._facts import Obj
+from tidegate.cli._kube import Target
+from tidegate.cli._options import cluster_options, object_names
+from tidegate.cli._output import ROLLOUTS, Resource, ResourceType, output_option, print_objects, print_table
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from tidegate.cli._kube import Change, Cluster, LiveState, WatchFeed
 
 TICK_SECONDS = 1.0
 
 
-@click.group("get")
-def command() -> None:
-    """Show Tidegate resources.
+@click.command("get")
+@click.argument("resource", metavar="TYPE", type=ResourceType())
+@click.argument("name", required=False, shell_complete=object_names)
+@click.option(
+    "-w",
+    "--watch",
+    is_flag=True,
+    help="Follow every change until Ctrl-C: the live view, or the table's rows.",
+)
+@output_option()
+@cluster_options(all_namespaces=True)
+def command(resource: Resource, name: str | None, watch: bool, output: str | None, target: Target) -> None:
+    """Show Rollouts or AnalysisRuns: one in detail, or a table.
+
+    `get rollout NAME` shows a Rollout: phase, steps (the current one marked ▶),
+    canary weight, pause countdown, blue-green selectors, a pending restart,
+    revisions with their ReplicaSets, pods and AnalysisRuns; `--watch` keeps it up
+    to date. `get analysisrun NAME` shows every measurement of each metric. Without
+    NAME: a table of all of them (`-A`: in every namespace), as `list` prints it;
+    with `--watch`, a line more whenever a row changes, as `kubectl get -w`.
 
     \b
     Example:
       tidegate get rollout web
-      tidegate get rollout web --watch -n shop
+      tidegate get ro web --watch -n shop
+      tidegate get rollouts -A -o wide
+      tidegate get rollout web -o yaml
+      tidegate get ar -n shop
+      kubectl tidegate get rollout web --context prod
     """
-
-
-@command.command("rollout")
-@click.argument("name")
-@click.option("-w", "--watch", is_flag=True, help="Redraw on every change (watch API) until Ctrl-C.")
-@cluster_options()
-def rollout(name: str, watch: bool, target: Target) -> None:
-    """Show a Rollout: phase, steps (the current one marked ▶), canary weight, pause
-    countdown, blue-green selectors, revisions with their ReplicaSets, pods and
-    AnalysisRuns.
-
-    \b
-    Example:
-      tidegate get rollout web
-      tidegate get rollout web --watch
-      kubectl tidegate get rollout web -n shop --context prod
-    """
+    if watch and output in ("json", "yaml", "name"):
+        raise click.UsageError(
+            "--watch prints the live view (with NAME) or a table: not with -o json|yaml|name"
+        )
+    if name is not None and target.all_namespaces:
+        raise click.UsageError("-A lists across namespaces; with NAME, pick the namespace with -n")
     cluster = target.connect()
-    console = Console()
-    if not watch:
-        snapshot = cluster.snapshot(name)
-        if console.is_terminal:
-            console.print(render(snapshot, datetime.now(UTC)))
-        else:
-            click.echo(render_text(snapshot, datetime.now(UTC), width=console.width), nl=False)
+    if name is None:
+        if watch:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: exit 0
+                watch_list(cluster, resource, wide=output == "wide")
+            return
+        show_list(cluster, resource, output)
         return
+    if watch and output == "wide":
+        raise click.UsageError("--watch with NAME is the live view: without -o")
+    obj = cluster.rollout(name) if resource is ROLLOUTS else cluster.analysis_run(name)
+    if output in ("json", "yaml", "name"):
+        print_objects(resource, obj, output)
+        return
+    if output == "wide":
+        print_table(resource, [obj], datetime.now(UTC), wide=True, namespaces=False)
+        return
+    if resource is not ROLLOUTS:
+        from tidegate.cli.view import render_analysis_run
+
+        _print(render_analysis_run(obj, datetime.now(UTC)))
+        return
+    if not watch:
+        from tidegate.cli.view import render
+
+        snapshot = cluster.snapshot(name)
+        _print(render(snapshot, datetime.now(UTC)))
+        return
+    from rich.console import Console
+
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: exit 0
-        _watch(cluster, name, console)
+        _watch(cluster, name, Console())
+
+
+def show_list(cluster: Cluster, resource: Resource, output: str | None) -> None:
+    """The objects of a kind as a table (or -o json|yaml|name): what `get TYPE` and `list TYPE` print."""
+    items = cluster.rollouts() if resource is ROLLOUTS else cluster.analysis_runs()
+    items = sorted(items, key=_sort_key)
+    if output in ("json", "yaml", "name"):
+        print_objects(resource, items, output)
+        return
+    if not items:
+        where = "any namespace" if cluster.all_namespaces else f'namespace "{cluster.namespace}"'
+        click.echo(f"No {resource.plural} found in {where}.", err=True)
+        return
+    print_table(resource, items, datetime.now(UTC), wide=output == "wide", namespaces=cluster.all_namespaces)
+
+
+def watch_list(cluster: Cluster, resource: Resource, *, wide: bool) -> None:
+    """The table, then a line whenever an object's row changes (kubectl get -w), until Ctrl-C."""
+    from tidegate.cli._kube import WatchFeed
+    from tidegate.cli._output import TableStream
+
+    source = cluster.rollouts_source() if resource is ROLLOUTS else cluster.analysis_runs_source()
+    stream = TableStream(resource, wide=wide, namespaces=cluster.all_namespaces)
+    errors: set[str] = set()
+    with WatchFeed(cluster).start(source) as feed:
+        while True:
+            change = feed.changes.get()
+            if change.type == "ERROR":
+                if change.message not in errors:
+                    errors.add(change.message)
+                    click.echo(f"watch: {change.message} (retrying)", err=True)
+                continue
+            objects = sorted(change.objects, key=_sort_key)
+            for line in stream.lines(objects, datetime.now(UTC)):
+                click.echo(line)
+
+
+def _sort_key(obj: Obj) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _print(renderable: RenderableType) -> None:
+    """To a terminal: rich, at its width; to a pipe or a file: plain text whole, never wrapped."""
+    from rich.console import Console
+
+    from tidegate.cli.view import PIPE_WIDTH, render_text_of
+
+    console = Console()
+    if console.is_terminal:
+        console.print(renderable)
+    else:
+        click.echo(render_text_of(renderable, PIPE_WIDTH), nl=False)
 
 
 def _frame(state: LiveState) -> RenderableType:
+    from rich.console import Group
+    from rich.text import Text
+
+    from tidegate.cli.view import render
+
     view = render(state.snapshot(), datetime.now(UTC))
     if not state.errors:
         return view
@@ -93,9 +193,11 @@ def _initial_lists(feed: WatchFeed, state: LiveState, timeout: float = 5.0) -> N
 
 
 def _watch(cluster: Cluster, name: str, console: Console) -> None:
+    from tidegate.cli._kube import LiveState, WatchFeed
+
     first = cluster.rollout(name)  # fails clearly when it does not exist
     state = LiveState(name, cluster.namespace, rollout=first)
-    feed = WatchFeed().start(
+    feed = WatchFeed(cluster).start(
         cluster.rollout_source(name),
         cluster.replica_set_source(name),
         cluster.pod_source(first),
@@ -115,7 +217,7 @@ def _watch(cluster: Cluster, name: str, console: Console) -> None:
             # Not a terminal (a pipe, a log): print a whole frame whenever what it shows changes.
             last = ""
             while True:
-                text = _plain(state, console.width)
+                text = _plain(state)
                 if text != last:
                     if last:
                         console.file.write("\n")
@@ -126,8 +228,10 @@ def _watch(cluster: Cluster, name: str, console: Console) -> None:
                     pass
 
 
-def _plain(state: LiveState, width: int) -> str:
-    text = render_text(state.snapshot(), datetime.now(UTC), width=width)
+def _plain(state: LiveState) -> str:
+    from tidegate.cli.view import PIPE_WIDTH, render_text
+
+    text = render_text(state.snapshot(), datetime.now(UTC), width=PIPE_WIDTH)
     if state.errors:
         text += "".join(f"watch {k}: {m} (retrying)\n" for k, m in sorted(state.errors.items()))
     return text

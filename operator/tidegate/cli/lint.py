@@ -4,11 +4,13 @@ The checks are those of the API server and of the operator, run offline:
 
 1. the CRD schema, through the same pydantic models the CRDs are generated from (in
    strict mode, as the API server does not turn "10" into 10);
-2. the CRDs' cross-field (CEL) rules, written again here over the raw documents:
-   exactly one strategy, one action per step, one setCanaryScale form, durations...;
-3. what the operator would refuse (`core.validation.spec_problems`, InvalidSpec) and
+2. the CRDs' own CEL rules (`x-kubernetes-validations`), evaluated over the raw
+   documents by `core.schema_rules` as the API server does, with the CRD's message and
+   path. Transition rules (`oldSelf`) are not checked: a file has no old object; a rule
+   that cannot be evaluated here is a warning, never a silent pass;
+3. what the operator would refuse (`core.validation.operator_problems`, InvalidSpec) and
    what would fail later: templates that do not exist, arguments without a value,
-   conditions that do not compile, `{{args.NAME}}` with no such argument.
+   conditions that do not compile, `{{args.NAME}}` with no such argument, negative durations.
 
 Errors make the exit status 1; warnings are printed and do not.
 """
@@ -37,11 +39,12 @@ from tidegate.api.rollout import Rollout, RolloutAnalysis, RolloutSpec
 from tidegate.core.args import placeholders
 from tidegate.core.durations import DurationError, parse_duration
 from tidegate.core.expressions import ExpressionError, compile_expression
+from tidegate.core.schema_rules import PathPart, check_rules, crd_schema
+from tidegate.core.schema_rules import format_path as format_path  # also cli.plan's
 from tidegate.core.simulate import analysis_window, template_key
-from tidegate.core.validation import spec_problems
+from tidegate.core.validation import operator_problems
 
 Severity = Literal["error", "warning"]
-PathPart = str | int
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 CHECKED_KINDS = ("Rollout", *TEMPLATE_KINDS)
@@ -51,23 +54,12 @@ COMPANION_KINDS = frozenset({
     "ConfigMap", "Secret", "Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
     "ClusterRoleBinding", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget",
     "NetworkPolicy", "PeerAuthentication", "AuthorizationPolicy", "ServiceMonitor", "PodMonitor",
-    "AnalysisRun",
+    "AnalysisRun", "HTTPRoute", "GRPCRoute", "GatewayClass", "ReferenceGrant",
 })  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
 # Messages
-
-
-def format_path(parts: Sequence[PathPart]) -> str:
-    """`("spec", "steps", 0, "setWeight")` -> `spec.steps[0].setWeight`."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -295,139 +287,6 @@ def unknown_fields(
 
 
 # ---------------------------------------------------------------------------
-# The CRDs' CEL rules, over the raw document (as the API server applies them)
-
-
-def _has(obj: Any, key: str) -> bool:
-    return isinstance(obj, dict) and obj.get(key) is not None
-
-
-def _dict(obj: Any, key: str) -> dict[str, Any] | None:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, dict) else None
-
-
-def _list(obj: Any, key: str) -> list[Any]:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, list) else []
-
-
-def _exactly_one(
-    obj: dict[str, Any], keys: Sequence[str], present: Sequence[bool] | None = None
-) -> str | None:
-    flags = present if present is not None else [_has(obj, k) for k in keys]
-    found = [k for k, f in zip(keys, flags, strict=True) if f]
-    if len(found) == 1:
-        return None
-    return "found " + (", ".join(found) if found else "none")
-
-
-def _duration_problem(obj: Any, key: str) -> str | None:
-    if not _has(obj, key):
-        return None
-    value = obj[key]
-    if not isinstance(value, int | str) or isinstance(value, bool):
-        return None  # a type error, reported by the schema
-    try:
-        parse_duration(value)
-    except DurationError as exc:
-        return str(exc)
-    return None
-
-
-Problem = tuple[tuple[PathPart, ...], str]
-
-
-def rollout_rules(doc: Any) -> list[Problem]:
-    out: list[Problem] = []
-    spec = _dict(doc, "spec")
-    strategy = _dict(spec, "strategy")
-    restart_at = spec.get("restartAt") if spec is not None else None
-    if isinstance(restart_at, str) and not re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T.*$", restart_at):
-        out.append((("spec", "restartAt"), "restartAt must be an RFC 3339 time"))
-    if strategy is None:
-        return out
-    base: tuple[PathPart, ...] = ("spec", "strategy")
-    found = _exactly_one(strategy, ["canary", "blueGreen"])
-    if found:
-        out.append((base, f"strategy takes exactly one of canary or blueGreen ({found})"))
-    canary = _dict(strategy, "canary")
-    if canary is not None:
-        here = (*base, "canary")
-        istio = _dict(_dict(canary, "trafficRouting"), "istio")
-        host_level = istio is not None and not _has(istio, "destinationRule")
-        if host_level and not (_has(canary, "stableService") and _has(canary, "canaryService")):
-            text = "a host-level Istio split needs both stableService and canaryService"
-            out.append(((*here, "trafficRouting"), text))
-        if _has(canary, "stableService") and canary.get("stableService") == canary.get("canaryService"):
-            both = canary["stableService"]
-            text = f"stableService and canaryService must be different Services (both are {both!r})"
-            out.append(((*here, "canaryService"), text))
-        for i, step in enumerate(_list(canary, "steps")):
-            if not isinstance(step, dict):
-                continue
-            at = (*here, "steps", i)
-            actions = ["setWeight", "pause", "setCanaryScale", "setHeaderRoute", "analysis"]
-            found = _exactly_one(step, actions)
-            if found:
-                out.append((at, f"a step has exactly one of {', '.join(actions)} ({found})"))
-            if (why := _duration_problem(_dict(step, "pause"), "duration")) is not None:
-                out.append(((*at, "pause", "duration"), why))
-            scale = _dict(step, "setCanaryScale")
-            if scale is not None:
-                keys = ["replicas", "weight", "matchTrafficWeight: true"]
-                flags = [
-                    _has(scale, "replicas"),
-                    _has(scale, "weight"),
-                    scale.get("matchTrafficWeight") is True,
-                ]
-                found = _exactly_one(scale, keys, flags)
-                if found:
-                    text = f"setCanaryScale takes exactly one of {', '.join(keys)} ({found})"
-                    out.append(((*at, "setCanaryScale"), text))
-            for j, match in enumerate(_list(_dict(step, "setHeaderRoute"), "match")):
-                value = _dict(match, "headerValue")
-                if value is not None and (found := _exactly_one(value, ["exact", "prefix", "regex"])):
-                    path = (*at, "setHeaderRoute", "match", j, "headerValue")
-                    out.append((path, f"give exactly one of exact, prefix, regex ({found})"))
-    blue_green = _dict(strategy, "blueGreen")
-    if (
-        blue_green is not None
-        and _has(blue_green, "previewService")
-        and blue_green.get("previewService") == blue_green.get("activeService")
-    ):
-        out.append((
-            (*base, "blueGreen", "previewService"),
-            f"previewService must differ from activeService (both are {blue_green['activeService']!r})",
-        ))  # fmt: skip
-    return out
-
-
-def template_rules(doc: Any) -> list[Problem]:
-    out: list[Problem] = []
-    for i, metric in enumerate(_list(_dict(doc, "spec"), "metrics")):
-        if not isinstance(metric, dict):
-            continue
-        at: tuple[PathPart, ...] = ("spec", "metrics", i)
-        for key in ("interval", "initialDelay"):
-            if (why := _duration_problem(metric, key)) is not None:
-                out.append(((*at, key), why))
-        if not (_has(metric, "provider") or _has(metric, "judge")):
-            out.append(((*at, "provider"), "a metric needs a provider"))
-        provider = _dict(metric, "provider")
-        if provider is not None and (found := _exactly_one(provider, ["prometheus", "web"])):
-            out.append(((*at, "provider"), f"a provider takes exactly one of prometheus, web ({found})"))
-        prometheus = _dict(provider, "prometheus")
-        if (why := _duration_problem(prometheus, "timeout")) is not None:
-            out.append(((*at, "provider", "prometheus", "timeout"), why))
-        window = _dict(prometheus, "range")
-        for key in ("window", "step"):
-            if (why := _duration_problem(window, key)) is not None:
-                out.append(((*at, "provider", "prometheus", "range", key), why))
-    return out
-
-
-# ---------------------------------------------------------------------------
 # Semantics (on the validated models)
 
 
@@ -441,6 +300,26 @@ def template_semantics(spec: AnalysisTemplateSpec) -> list[tuple[Severity, tuple
             again = f"metric name {metric.name!r} is already used by metrics[{seen[metric.name]}]"
             out.append(("error", (*at, "name"), again))
         seen.setdefault(metric.name, i)
+        # The CRD's rules check the form of a duration; the operator also refuses a negative one.
+        prometheus = metric.provider.prometheus if metric.provider is not None else None
+        durations: list[tuple[tuple[PathPart, ...], int | str | None]] = [
+            ((*at, "interval"), metric.interval),
+            ((*at, "initialDelay"), metric.initial_delay),
+        ]
+        if prometheus is not None:
+            durations.append(((*at, "provider", "prometheus", "timeout"), prometheus.timeout))
+            if prometheus.range is not None:
+                durations.append(
+                    ((*at, "provider", "prometheus", "range", "window"), prometheus.range.window)
+                )
+                durations.append(((*at, "provider", "prometheus", "range", "step"), prometheus.range.step))
+        for path, duration in durations:
+            if duration is None or (isinstance(duration, str) and placeholders(duration)):
+                continue  # `{{args.NAME}}`: resolved, and checked, when the run is made
+            try:
+                parse_duration(duration)
+            except DurationError as exc:
+                out.append(("error", path, str(exc)))
         for key, condition in (
             ("successCondition", metric.success_condition),
             ("failureCondition", metric.failure_condition),
@@ -451,15 +330,18 @@ def template_semantics(spec: AnalysisTemplateSpec) -> list[tuple[Severity, tuple
                 compile_expression(condition)
             except ExpressionError as exc:
                 out.append(("error", (*at, key), str(exc)))
-        if (
-            isinstance(metric.count, str)
-            and not metric.count.strip().isdigit()
-            and not placeholders(metric.count)
-        ):
-            out.append(
-                ("error", (*at, "count"), f"must be a number or {{{{args.NAME}}}} (got {metric.count!r})")
-            )
-        texts: list[tuple[tuple[PathPart, ...], str | None]] = [((*at, "count"), str(metric.count or ""))]
+        counted = (
+            ("count", metric.count),
+            ("failureLimit", metric.failure_limit),
+            ("inconclusiveLimit", metric.inconclusive_limit),
+            ("consecutiveErrorLimit", metric.consecutive_error_limit),
+        )
+        for key, number in counted:
+            if isinstance(number, str) and not number.strip().isdigit() and not placeholders(number):
+                out.append(("error", (*at, key), f"must be a number or {{{{args.NAME}}}} (got {number!r})"))
+        texts: list[tuple[tuple[PathPart, ...], str | None]] = [
+            ((*at, key), str(number or "")) for key, number in counted if isinstance(number, str)
+        ]
         provider = metric.provider
         if provider is not None and provider.prometheus is not None:
             texts.append(((*at, "provider", "prometheus", "query"), provider.prometheus.query))
@@ -748,15 +630,23 @@ class Linter:
                 self.add(doc, "error", parts, text)
             return None
 
+    def _crd_rules(self, doc: Document, kind: str) -> set[str]:
+        """The CRD's CEL rules over the raw document; the paths they reported."""
+        found = check_rules(crd_schema(kind), doc.data)
+        for violation in found.violations:
+            self.add(doc, "error", violation.path, violation.message)
+        for unchecked in found.unchecked:
+            self.add(
+                doc, "warning", unchecked.path, f"CRD rule not checked, {unchecked.why}: {unchecked.rule}"
+            )
+        return {format_path(v.path) for v in found.violations}
+
     def _check_rollout(self, doc: Document) -> None:
         rollout = self._schema(doc, Rollout, RolloutSpec)
-        problems = rollout_rules(doc.data)
-        for parts, text in problems:
-            self.add(doc, "error", parts, text)
+        reported = self._crd_rules(doc, "Rollout")
         if rollout is None:
             return
-        reported = {format_path(parts) for parts, _ in problems}
-        for problem in spec_problems(rollout):
+        for problem in operator_problems(rollout):
             path, _, text = problem.partition(": ")
             if path not in reported:
                 self.add(doc, "error", parse_path(path), text)
@@ -774,13 +664,38 @@ class Linter:
                 self.add(
                     doc, "warning", where, f"{starting} is past the steps ({last}): it starts at promotion"
                 )
+        self._check_subscriptions(doc, rollout)
         self._rollouts.append((doc, rollout))
+
+    def _check_subscriptions(self, doc: Document, rollout: Rollout) -> None:
+        """A subscription to a trigger Tidegate never fires would never send: say so."""
+        from tidegate.core.notifications import PREFIXES, TRIGGERS
+
+        for key in sorted(rollout.metadata.annotations):
+            prefix = next((p for p in PREFIXES if key.startswith(p)), None)
+            if prefix is None:
+                continue
+            trigger, _, service = key[len(prefix) :].partition(".")
+            where = ("metadata", "annotations", key)
+            if not trigger or not service:
+                self.add(
+                    doc,
+                    "warning",
+                    where,
+                    "a subscription is subscribe.<trigger>.<service>: this one never sends",
+                )
+            elif trigger not in TRIGGERS:
+                self.add(
+                    doc,
+                    "warning",
+                    where,
+                    f"trigger {trigger!r} is not one Tidegate fires ({', '.join(TRIGGERS)}): it never sends",
+                )
 
     def _check_template(self, doc: Document, kind: str) -> None:
         model = ClusterAnalysisTemplate if kind == "ClusterAnalysisTemplate" else AnalysisTemplate
         template = self._schema(doc, model, AnalysisTemplateSpec)
-        for parts, text in template_rules(doc.data):
-            self.add(doc, "error", parts, text)
+        reported = self._crd_rules(doc, kind)
         if kind == "ClusterAnalysisTemplate" and doc.namespace:
             self.add(
                 doc,
@@ -791,7 +706,8 @@ class Linter:
         spec = template.spec if template is not None else None
         if spec is not None:
             for severity, parts, text in template_semantics(spec):
-                self.add(doc, severity, parts, text)
+                if format_path(parts) not in reported:
+                    self.add(doc, severity, parts, text)
         if doc.name:
             self._templates.append(_Known(kind, doc.name, doc.namespace, spec))
 
@@ -907,7 +823,7 @@ def _print_text(report: Report) -> None:
 
 
 @click.command("lint")
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path())
 @click.option(
     "--cluster/--no-cluster",
     default=False,

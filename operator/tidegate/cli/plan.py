@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from tidegate.api.analysis import AnalysisTemplate, AnalysisTemplateSpec
 from tidegate.api.rollout import Rollout
-from tidegate.cli.lint import Document, expand_paths, format_path, load_documents, schema_errors
+from tidegate.cli.lint import Document, Linter, expand_paths, format_path, load_documents, schema_errors
 from tidegate.core.durations import format_duration
 from tidegate.core.simulate import Row, Timeline, simulate, template_key
 
@@ -174,7 +174,7 @@ def render_text(timeline: Timeline) -> str:
 
 
 @click.command("plan")
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path())
 @click.option("--name", "name", default=None, help="Rollout to plan, when the files hold several.")
 @click.option(
     "-o",
@@ -191,8 +191,9 @@ def command(files: tuple[str, ...], name: str | None, output: str) -> None:
     starts at the soonest, and how long it holds (timed pauses, analysis windows from
     the AnalysisTemplates given in the files, indefinite pauses that wait for
     `tidegate promote`); then the minimum time to full promotion. Pods are taken to
-    be ready at once and every analysis to succeed. A directory stands for its *.yaml
-    files; `-` reads standard input.
+    be ready at once and every analysis to succeed. Files that `tidegate lint`
+    rejects (errors, not warnings) are not planned: exit 1 with lint's errors. A
+    directory stands for its *.yaml files; `-` reads standard input.
 
     \b
     Example:
@@ -211,6 +212,14 @@ def command(files: tuple[str, ...], name: str | None, output: str) -> None:
         if problems:
             sys.exit(1)
         docs.extend(loaded)
+    # What `tidegate lint` rejects cannot be planned: the operator would refuse it too.
+    report = Linter().lint_documents(docs)
+    if report.errors:
+        for m in report.messages:
+            if m.severity == "error":
+                click.echo(m.format(), err=True)
+        click.echo(f"{report.summary()}: not planned (`tidegate lint` rejects the files)", err=True)
+        sys.exit(1)
     doc = _rollout(docs, name)
     try:
         rollout = Rollout.model_validate(doc.data)

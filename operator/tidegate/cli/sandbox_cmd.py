@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import sysconfig
+from pathlib import Path
 
 import click
 
@@ -43,7 +46,24 @@ def up(no_prometheus: bool) -> None:
     if was_up:
         click.echo(f"sandbox: already up ({seconds:.2f}s)", err=True)
     click.echo(f"kubeconfig: {sandbox.kubeconfig}", err=True)
-    click.echo('run: eval "$(tidegate sandbox env)"', err=True)
+    click.echo(f'run: eval "$({this_command()} sandbox env)"', err=True)
+
+
+def scripts_dir() -> Path:
+    """Where this installation's commands are (`.venv/bin`: tidegate, kubectl-tidegate, ...)."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def this_command() -> str:
+    """How to run this tidegate from the user's shell now: `tidegate` if PATH finds it, else its path."""
+    mine = scripts_dir() / "tidegate"
+    found = shutil.which("tidegate")
+    if found and Path(found).resolve() == mine.resolve():
+        return "tidegate"
+    invoked = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if invoked is not None and invoked.name == "tidegate" and invoked.exists():
+        return str(invoked)  # as typed, e.g. .venv/bin/tidegate
+    return str(mine)
 
 
 @command.command()
@@ -59,7 +79,8 @@ def down() -> None:
 
 @command.command()
 def env() -> None:
-    """Print shell exports: KUBECONFIG and a kubectl of the sandbox's version on PATH.
+    """Print shell exports: KUBECONFIG, and on PATH a kubectl of the sandbox's version
+    and this installation's commands (tidegate, kubectl-tidegate, kubectl_complete-tidegate).
 
     \b
     Example:
@@ -71,6 +92,7 @@ def env() -> None:
         sys.exit(1)
     try:
         click.echo(sandbox.env(), nl=False)
+        click.echo(f'export PATH="{scripts_dir()}:$PATH"')
     except MissingAsset as exc:
         click.echo(f"sandbox: {exc}", err=True)
         sys.exit(1)

@@ -1,8 +1,8 @@
 """`tidegate status NAME [--timeout 10m]`: wait until a Rollout is done, for CI/CD pipelines.
 
-Exit codes: 0 Healthy (and the status describes the latest spec), 1 Degraded or
-aborted (or the Rollout does not exist), 2 the timeout passed (with --no-watch: not
-done yet).
+Exit codes: 0 Healthy (the status describes the latest spec, and no restart is
+pending), 1 Degraded or aborted (or the Rollout does not exist), 2 the timeout passed
+(with --no-watch: not done yet).
 """
 
 from __future__ import annotations
@@ -13,8 +13,18 @@ import time
 
 import click
 
-from tidegate.cli._kube import CliError, Target, WatchFeed, cluster_options
-from tidegate.cli.view import Obj, is_fresh, phase_of, step_of, strategy_of
+from tidegate.cli._facts import (
+    Obj,
+    is_fresh,
+    live_message,
+    phase_of,
+    restart_line,
+    restart_state,
+    step_of,
+    strategy_of,
+)
+from tidegate.cli._kube import CliError, Target, WatchFeed
+from tidegate.cli._options import cluster_options, rollout_names
 from tidegate.core.durations import DurationError, parse_duration
 
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_TIMEOUT = 0, 1, 2
@@ -27,9 +37,9 @@ def verdict(rollout: Obj) -> int | None:
     phase = phase_of(rollout)
     if phase == "Degraded" or (rollout.get("status") or {}).get("abort"):
         return EXIT_DEGRADED
-    if phase == "Healthy":
+    if phase == "Healthy" and restart_state(rollout) is None:
         return EXIT_HEALTHY
-    return None
+    return None  # not done, or Healthy with a restart still to carry out
 
 
 def progress_line(rollout: Obj) -> str:
@@ -38,7 +48,14 @@ def progress_line(rollout: Obj) -> str:
     where = f" (step {step})" if step != "-" else ""
     if not is_fresh(rollout):
         return f"{phase_of(rollout)}{where}: waiting for the operator to observe the latest spec"
-    return f"{phase_of(rollout)}{where}: {status.get('message') or '-'}"
+    restart = restart_line(rollout, None)
+    also = (
+        f"; restart {restart}"
+        if restart and not str(status.get("message") or "").startswith("restart")
+        else ""
+    )
+    # The operator's "for 25s more (until T)" is stale a second later: "until T" stays true.
+    return f"{phase_of(rollout)}{where}: {live_message(str(status.get('message') or '-'))}{also}"
 
 
 def final_line(name: str, rollout: Obj, code: int) -> str:
@@ -50,7 +67,7 @@ def final_line(name: str, rollout: Obj, code: int) -> str:
 
 
 @click.command("status")
-@click.argument("name")
+@click.argument("name", shell_complete=rollout_names)
 @click.option(
     "--timeout",
     default="10m",
@@ -65,9 +82,12 @@ def final_line(name: str, rollout: Obj, code: int) -> str:
 )
 @cluster_options()
 def command(name: str, timeout: str, watch: bool, target: Target) -> None:
-    """Wait until a Rollout is Healthy (exit 0), Degraded or aborted (exit 1), or the
-    timeout passes (exit 2), printing a line whenever its phase, step or message
-    changes. For CI/CD pipelines, after `kubectl apply` or `tidegate set image`.
+    """Wait until a Rollout is Healthy (exit 0), Degraded (1) or timed out (2).
+
+    Exit 0 once it is Healthy with its latest spec and no restart pending, 1 once it
+    is Degraded or aborted, 2 when the timeout passes; a line is printed whenever its
+    phase, step or message changes. For CI/CD pipelines, after `kubectl apply`,
+    `tidegate set image` or `tidegate restart`.
 
     \b
     Example:
@@ -91,7 +111,7 @@ def command(name: str, timeout: str, watch: bool, target: Target) -> None:
 
     deadline = time.monotonic() + limit if limit > 0 else None
     errors_seen: set[str] = set()
-    with WatchFeed().start(cluster.rollout_source(name)) as feed:
+    with WatchFeed(cluster).start(cluster.rollout_source(name)) as feed:
         while True:
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,248 +18,39 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tidegate.core.durations import DurationError, format_duration, parse_duration
-from tidegate.core.hashing import HASH_LABEL
-from tidegate.core.model import REVISION_ANNOTATION
-
-Obj = dict[str, Any]
-
-PHASE_ICONS = {"Healthy": "✔", "Progressing": "◌", "Paused": "‖", "Degraded": "✖"}
-PHASE_STYLES = {"Healthy": "green", "Progressing": "cyan", "Paused": "yellow", "Degraded": "red"}
-STEP_DONE, STEP_CURRENT, STEP_TODO = "✔", "▶", "·"
-BAR_CELLS = 20
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the view shows, as read from the cluster."""
-
-    rollout: Obj | None
-    replica_sets: Sequence[Obj] = field(default_factory=list)
-    pods: Sequence[Obj] = field(default_factory=list)
-    analysis_runs: Sequence[Obj] = field(default_factory=list)
-    name: str = ""
-    namespace: str = ""
-
-
-# ---------------------------------------------------------------------------
-# Small readers, shared by the commands
-
-
-def _get(obj: Any, *path: str | int) -> Any:
-    for key in path:
-        if isinstance(obj, dict) and isinstance(key, str):
-            obj = obj.get(key)
-        elif isinstance(obj, list) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return None
-    return obj
-
-
-def parse_time(text: Any) -> datetime | None:
-    if not text or not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def age(created: Any, now: datetime) -> str:
-    """kubectl-like age: 45s, 3m20s, 42m, 5h, 3d."""
-    start = parse_time(created)
-    if start is None:
-        return "-"
-    seconds = max(0, int((now - start).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 600:
-        return f"{seconds // 60}m{seconds % 60}s"
-    if seconds < 3 * 3600:
-        return f"{seconds // 60}m"
-    if seconds < 48 * 3600:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def strategy_of(rollout: Obj) -> str:
-    strategy = _get(rollout, "spec", "strategy") or {}
-    if "canary" in strategy:
-        return "Canary"
-    if "blueGreen" in strategy:
-        return "BlueGreen"
-    return "-"
-
-
-def steps_of(rollout: Obj) -> list[Obj]:
-    return list(_get(rollout, "spec", "strategy", "canary", "steps") or [])
-
-
-def step_index(rollout: Obj) -> int:
-    """The current canary step index, clamped to 0..n (n: all steps done)."""
-    n = len(steps_of(rollout))
-    index = _get(rollout, "status", "currentStepIndex")
-    return max(0, min(int(index or 0), n))
-
-
-def step_of(rollout: Obj) -> str:
-    """`k/n`, k counted from 1 as in the operator's messages ("paused at step 2/3"); n/n when done."""
-    if strategy_of(rollout) != "Canary":
-        return "-"
-    n = len(steps_of(rollout))
-    if n == 0:
-        return "-"
-    return f"{min(step_index(rollout) + 1, n)}/{n}"
-
-
-def canary_weight(rollout: Obj) -> int | None:
-    weight = _get(rollout, "status", "canary", "weights", "canary", "weight")
-    return int(weight) if isinstance(weight, int | float) else None
-
-
-def weights_verified(rollout: Obj) -> bool | None:
-    verified = _get(rollout, "status", "canary", "weights", "verified")
-    return verified if isinstance(verified, bool) else None
-
-
-def phase_of(rollout: Obj) -> str:
-    return str(_get(rollout, "status", "phase") or "Unknown")
-
-
-def is_fresh(rollout: Obj) -> bool:
-    """The status describes the latest spec (observedGeneration == generation)."""
-    return bool(_get(rollout, "status", "observedGeneration") == _get(rollout, "metadata", "generation"))
-
-
-def desired_replicas(rollout: Obj) -> int:
-    replicas = _get(rollout, "spec", "replicas")
-    return 1 if replicas is None else int(replicas)
-
-
-def revision_of(rs: Obj) -> int:
-    try:
-        return int(_get(rs, "metadata", "annotations", REVISION_ANNOTATION) or 0)
-    except ValueError:
-        return 0
-
-
-def hash_of(obj: Obj) -> str:
-    return str(_get(obj, "metadata", "labels", HASH_LABEL) or "")
-
-
-def describe_step(step: Obj) -> str:
-    """One canary step in words: `setWeight 10`, `pause 30s`, `pause (until promoted)`, ..."""
-    if "setWeight" in step:
-        return f"setWeight {step['setWeight']}"
-    if "pause" in step:
-        duration = (step.get("pause") or {}).get("duration")
-        return "pause (until promoted)" if duration in (None, "") else f"pause {duration}"
-    if "setCanaryScale" in step:
-        scale = step.get("setCanaryScale") or {}
-        if "replicas" in scale:
-            return f"setCanaryScale replicas={scale['replicas']}"
-        if "weight" in scale:
-            return f"setCanaryScale weight={scale['weight']}%"
-        return "setCanaryScale matchTrafficWeight"
-    if "setHeaderRoute" in step:
-        route = step.get("setHeaderRoute") or {}
-        matches = []
-        for m in route.get("match") or []:
-            value = m.get("headerValue") or {}
-            kind, text = next(iter(value.items()), ("", ""))
-            op = {"exact": "=", "prefix": "^=", "regex": "~="}.get(kind, "=")
-            matches.append(f"{m.get('headerName')}{op}{text}")
-        what = ", ".join(matches) if matches else "remove"
-        return f"setHeaderRoute {route.get('name', '?')} ({what})"
-    if "analysis" in step:
-        templates = [t.get("templateName", "?") for t in (step.get("analysis") or {}).get("templates") or []]
-        return f"analysis {', '.join(templates)}"
-    return "?"
-
-
-def _images(template: Any) -> list[str]:
-    spec = _get(template, "spec") or {}
-    return [str(c.get("image")) for c in spec.get("containers") or [] if c.get("image")]
-
-
-def roles_of(rollout: Obj, pod_hash: str) -> list[str]:
-    """What a ReplicaSet is to its Rollout: stable or canary; blue-green: active or preview."""
-    status = rollout.get("status") or {}
-    roles: list[str] = []
-    stable, current = status.get("stableRS"), status.get("currentPodHash")
-    if strategy_of(rollout) == "BlueGreen":
-        bg = status.get("blueGreen") or {}
-        active = bg.get("activeSelector") or stable
-        if pod_hash == active:
-            roles.append("active")
-        elif pod_hash == bg.get("previewSelector") or pod_hash == current:
-            roles.append("preview")
-    else:
-        if pod_hash == stable:
-            roles.append("stable")
-        if pod_hash == current and pod_hash != stable:
-            roles.append("canary")
-    return roles
-
-
-def pause_left(rollout: Obj, now: datetime) -> str | None:
-    """How long the current pause has left, in words; None when not paused."""
-    status = rollout.get("status") or {}
-    conditions = status.get("pauseConditions") or []
-    spec_paused = bool(_get(rollout, "spec", "paused"))
-    if not conditions:
-        return "paused by spec.paused (`tidegate resume`)" if spec_paused else None
-    reasons = {c.get("reason") for c in conditions}
-    if "CanaryPauseStep" in reasons:
-        steps = steps_of(rollout)
-        index = step_index(rollout)
-        pause = steps[index].get("pause") if index < len(steps) else None
-        duration = (pause or {}).get("duration") if isinstance(pause, dict) else None
-        if duration in (None, ""):
-            return "until promoted (`tidegate promote`)"
-        start = next(
-            (parse_time(c.get("startTime")) for c in conditions if c.get("reason") == "CanaryPauseStep"), None
-        )
-        try:
-            seconds = parse_duration(duration)
-        except DurationError:
-            return f"pause {duration} (not a duration)"
-        if start is None:
-            return f"{duration}"
-        left = seconds - (now - start).total_seconds()
-        return f"{format_duration(left)} left of {duration}" if left > 0 else f"0s left of {duration}"
-    if "InconclusiveAnalysisRun" in reasons:
-        return "until promoted: an analysis was inconclusive (`tidegate promote`)"
-    return "until promoted (`tidegate promote`)"
-
-
-def auto_promotion_left(rollout: Obj, now: datetime) -> str | None:
-    bg = _get(rollout, "spec", "strategy", "blueGreen") or {}
-    seconds = bg.get("autoPromotionSeconds")
-    started = parse_time(_get(rollout, "status", "stepStartedAt"))
-    if not seconds or started is None or bg.get("autoPromotionEnabled") is False:
-        return None
-    if _get(rollout, "status", "stableRS") == _get(rollout, "status", "currentPodHash"):
-        return None
-    left = float(seconds) - (now - started).total_seconds()
-    return f"promoting automatically in {format_duration(left)}" if left > 0 else None
-
-
-def weight_bar(weight: int, cells: int = BAR_CELLS) -> str:
-    weight = max(0, min(100, weight))
-    full = round(weight * cells / 100)
-    return "█" * full + "░" * (cells - full)
-
-
-def latest_value(metric: Obj) -> str:
-    measurements = metric.get("measurements") or []
-    if not measurements:
-        return "-"
-    last = measurements[-1]
-    value = last.get("value")
-    return str(value) if value not in (None, "") else str(last.get("phase") or "-")
-
+from tidegate.cli._facts import (
+    PHASE_ICONS,
+    PHASE_STYLES,
+    STEP_CURRENT,
+    STEP_DONE,
+    STEP_TODO,
+    Obj,
+    Snapshot,
+    age,
+    auto_promotion_left,
+    canary_weight,
+    describe_step,
+    desired_replicas,
+    dig,
+    hash_of,
+    images_of,
+    is_fresh,
+    latest_value,
+    live_message,
+    pause_left,
+    phase_of,
+    pod_state,
+    restart_line,
+    revision_of,
+    roles_of,
+    step_index,
+    step_of,
+    steps_of,
+    strategy_of,
+    weight_bar,
+    weights_verified,
+)
+from tidegate.core.names import ROLLOUT_LABEL
 
 # ---------------------------------------------------------------------------
 # The view
@@ -293,7 +83,7 @@ def _header(grid: Table, snap: Snapshot, rollout: Obj) -> None:
             style="dim",
         )
     _kv(grid, "Status:", line)
-    _kv(grid, "Message:", str(status.get("message") or "-"))
+    _kv(grid, "Message:", live_message(str(status.get("message") or "-")))
     _kv(grid, "Strategy:", strategy_of(rollout))
 
 
@@ -302,10 +92,10 @@ def _pods_summary(grid: Table, snap: Snapshot, rollout: Obj) -> None:
     images: list[str] = []
     for rs in _sorted_sets(snap.replica_sets):
         roles = roles_of(rollout, hash_of(rs))
-        if roles or _get(rs, "spec", "replicas"):
+        if roles or dig(rs, "spec", "replicas"):
             tag = f" ({', '.join(roles)})" if roles else ""
-            images += [image + tag for image in _images(_get(rs, "spec", "template"))]
-    images = images or _images(_get(rollout, "spec", "template"))
+            images += [image + tag for image in images_of(dig(rs, "spec", "template"))]
+    images = images or images_of(dig(rollout, "spec", "template"))
     _kv(grid, "Images:", "\n".join(dict.fromkeys(images)) or "-")
     replicas = Text(
         f"desired {desired_replicas(rollout)}  current {status.get('replicas', 0)}  "
@@ -313,6 +103,9 @@ def _pods_summary(grid: Table, snap: Snapshot, rollout: Obj) -> None:
         f"available {status.get('availableReplicas', 0)}"
     )
     _kv(grid, "Replicas:", replicas)
+    restart = restart_line(rollout, snap.pods)
+    if restart:
+        _kv(grid, "Restart:", Text(restart, style="yellow"))
 
 
 def _canary_section(grid: Table, rollout: Obj, now: datetime) -> None:
@@ -346,12 +139,18 @@ def _canary_section(grid: Table, rollout: Obj, now: datetime) -> None:
     if weight is not None:
         verified = weights_verified(rollout)
         note = {True: "verified", False: "NOT verified: the router disagrees", None: "by pod count"}[verified]
-        bar = Text(weight_bar(weight), style="cyan")
-        bar.append(f" {weight:>3}% canary / {100 - weight}% stable ({note})", style="")
+        top = int(dig(rollout, "spec", "strategy", "canary", "trafficRouting", "maxTrafficWeight") or 100)
+        percent = round(weight * 100 / top)
+        bar = Text(weight_bar(percent), style="cyan")
+        out_of = "" if top == 100 else f" ({weight}/{top})"
+        bar.append(f" {percent:>3}% canary / {100 - percent}% stable{out_of} ({note})", style="")
         target = _step_weight(steps, index) if not done and index < n else None
         if target is not None and target != weight:
-            bar.append(f"; step target {target}%", style="dim")
+            bar.append(f"; step target {target}" + ("%" if top == 100 else f"/{top}"), style="dim")
         _kv(grid, "Weight:", bar)
+    routes = dig(status, "canary", "managedRoutes")
+    if routes:  # the rules / HTTP routes whose weights the router sets, as it read them back
+        _kv(grid, "Routes:", ", ".join(str(r) for r in routes))
     left = pause_left(rollout, now)
     if left:
         _kv(grid, "Pause:", Text(left, style="yellow"))
@@ -359,7 +158,7 @@ def _canary_section(grid: Table, rollout: Obj, now: datetime) -> None:
         ("currentStepAnalysisRunStatus", "Step analysis:"),
         ("currentBackgroundAnalysisRunStatus", "Background:"),
     ):
-        run = _get(status, "canary", key)
+        run = dig(status, "canary", key)
         if run:
             _kv(grid, label, f"{run.get('name')} {run.get('status')}" + _suffix(run.get("message")))
 
@@ -377,8 +176,8 @@ def _suffix(message: Any) -> str:
 
 
 def _blue_green_section(grid: Table, rollout: Obj, snap: Snapshot, now: datetime) -> None:
-    spec_bg = _get(rollout, "spec", "strategy", "blueGreen") or {}
-    status_bg = _get(rollout, "status", "blueGreen") or {}
+    spec_bg = dig(rollout, "spec", "strategy", "blueGreen") or {}
+    status_bg = dig(rollout, "status", "blueGreen") or {}
     revisions = {hash_of(rs): revision_of(rs) for rs in snap.replica_sets}
 
     def selector(pod_hash: Any) -> str:
@@ -430,35 +229,19 @@ def _revisions(rollout: Obj, sets: Sequence[Obj], now: datetime) -> Table:
     for rs in _sorted_sets(sets):
         roles = roles_of(rollout, hash_of(rs))
         status = rs.get("status") or {}
-        desired = int(_get(rs, "spec", "replicas") or 0)
+        desired = int(dig(rs, "spec", "replicas") or 0)
         role = ",".join(roles) if roles else "-"
         table.add_row(
             str(revision_of(rs)),
-            str(_get(rs, "metadata", "name")),
+            str(dig(rs, "metadata", "name")),
             Text(role, style="green" if {"stable", "active"} & set(roles) else "yellow" if roles else "dim"),
             str(desired),
             str(status.get("readyReplicas") or 0),
             str(status.get("availableReplicas") or 0),
-            age(_get(rs, "metadata", "creationTimestamp"), now),
-            ", ".join(_images(_get(rs, "spec", "template"))),
+            age(dig(rs, "metadata", "creationTimestamp"), now),
+            ", ".join(images_of(dig(rs, "spec", "template"))),
         )
     return table
-
-
-def pod_state(pod: Obj) -> tuple[str, str]:
-    """(status, ready containers) of a pod, as kubectl shows them."""
-    status = pod.get("status") or {}
-    containers = status.get("containerStatuses") or []
-    total = len(_get(pod, "spec", "containers") or []) or len(containers)
-    ready = sum(1 for c in containers if c.get("ready"))
-    state = str(status.get("phase") or "Unknown")
-    for c in containers:
-        waiting = _get(c, "state", "waiting", "reason")
-        if waiting:
-            state = str(waiting)
-    if _get(pod, "metadata", "deletionTimestamp"):
-        state = "Terminating"
-    return state, f"{ready}/{total}"
 
 
 def _pods(sets: Sequence[Obj], pods: Sequence[Obj], now: datetime) -> Table | None:
@@ -466,20 +249,18 @@ def _pods(sets: Sequence[Obj], pods: Sequence[Obj], now: datetime) -> Table | No
         return None
     revisions = {hash_of(rs): revision_of(rs) for rs in sets}
     table = _table("POD", "REV", "STATUS", "READY", "RESTARTS", "AGE")
-    ordered = sorted(pods, key=lambda p: (-revisions.get(hash_of(p), 0), _get(p, "metadata", "name") or ""))
+    ordered = sorted(pods, key=lambda p: (-revisions.get(hash_of(p), 0), dig(p, "metadata", "name") or ""))
     for pod in ordered:
         state, ready = pod_state(pod)
-        restarts = sum(
-            int(c.get("restartCount") or 0) for c in _get(pod, "status", "containerStatuses") or []
-        )
+        restarts = sum(int(c.get("restartCount") or 0) for c in dig(pod, "status", "containerStatuses") or [])
         style = "green" if state == "Running" and ready.split("/")[0] == ready.split("/")[1] else "yellow"
         table.add_row(
-            str(_get(pod, "metadata", "name")),
+            str(dig(pod, "metadata", "name")),
             str(revisions.get(hash_of(pod), "?")),
             Text(state, style=style),
             ready,
             str(restarts),
-            age(_get(pod, "metadata", "creationTimestamp"), now),
+            age(dig(pod, "metadata", "creationTimestamp"), now),
         )
     return table
 
@@ -490,7 +271,7 @@ def _analysis(runs: Sequence[Obj], now: datetime) -> Table | None:
     table = _table("ANALYSISRUN", "PHASE", "AGE", "LATEST MEASUREMENTS")
     table.columns[-1].no_wrap = False
     table.columns[-1].overflow = "fold"
-    ordered = sorted(runs, key=lambda r: str(_get(r, "metadata", "creationTimestamp") or ""), reverse=True)
+    ordered = sorted(runs, key=lambda r: str(dig(r, "metadata", "creationTimestamp") or ""), reverse=True)
     for run in ordered:
         status = run.get("status") or {}
         metrics = ", ".join(
@@ -502,9 +283,9 @@ def _analysis(runs: Sequence[Obj], now: datetime) -> Table | None:
             phase, ""
         )
         table.add_row(
-            str(_get(run, "metadata", "name")),
+            str(dig(run, "metadata", "name")),
             Text(phase, style=style),
-            age(_get(run, "metadata", "creationTimestamp"), now),
+            age(dig(run, "metadata", "creationTimestamp"), now),
             metrics or "-",
         )
     return table
@@ -538,8 +319,62 @@ def plain_console(file: io.StringIO | None = None, width: int = 100) -> Console:
     )
 
 
+PIPE_WIDTH = 4096
+"""Width of the view when the output is not a terminal: wide enough that nothing wraps."""
+
+
 def render_text(snap: Snapshot, now: datetime, width: int = 100) -> str:
-    """The view as plain text, `width` columns wide (for tests, logs and pipes)."""
+    """The view as plain text, at most `width` columns wide (for tests, logs and pipes)."""
+    return render_text_of(render(snap, now), width)
+
+
+def render_text_of(renderable: RenderableType, width: int) -> str:
+    """Any renderable as plain text, lines stripped of the padding rich adds."""
     buffer = io.StringIO()
-    plain_console(buffer, width).print(render(snap, now))
+    plain_console(buffer, width).print(renderable)
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
+def render_analysis_run(run: Obj, now: datetime) -> RenderableType:
+    """One AnalysisRun: its phase and message, then every measurement of each metric."""
+    meta = run.get("metadata") or {}
+    status = run.get("status") or {}
+    grid = _grid()
+    _kv(grid, "Name:", str(meta.get("name") or "-"))
+    _kv(grid, "Namespace:", str(meta.get("namespace") or "-"))
+    _kv(grid, "Rollout:", str((meta.get("labels") or {}).get(ROLLOUT_LABEL) or "-"))
+    phase = str(status.get("phase") or "Pending")
+    _kv(grid, "Phase:", Text(phase, style=_RUN_STYLES.get(phase, "")))
+    _kv(grid, "Message:", str(status.get("message") or "-"))
+    _kv(grid, "Started:", f"{status.get('startedAt') or '-'} ({age(meta.get('creationTimestamp'), now)} ago)")
+    table = _table("METRIC", "#", "PHASE", "VALUE", "FINISHED", "MESSAGE")
+    table.columns[-1].no_wrap = False
+    table.columns[-1].overflow = "fold"
+    for metric in status.get("metricResults") or []:
+        measurements = metric.get("measurements") or []
+        counts = (
+            f"{metric.get('successful', 0)} successful, {metric.get('failed', 0)} failed, "
+            f"{metric.get('inconclusive', 0)} inconclusive, {metric.get('error', 0)} error"
+        )
+        table.add_row(
+            Text(str(metric.get("name")), style="bold"),
+            "",
+            Text(str(metric.get("phase") or "-"), style=_RUN_STYLES.get(str(metric.get("phase")), "")),
+            "",
+            "",
+            counts + _suffix(metric.get("message")),
+        )
+        for i, m in enumerate(measurements, 1):
+            mphase = str(m.get("phase") or "-")
+            table.add_row(
+                "",
+                str(i),
+                Text(mphase, style=_RUN_STYLES.get(mphase, "")),
+                str(m.get("value") if m.get("value") not in (None, "") else "-"),
+                str(m.get("finishedAt") or "-"),
+                str(m.get("message") or ""),
+            )
+    return Group(grid, Text(""), table)
+
+
+_RUN_STYLES = {"Successful": "green", "Failed": "red", "Error": "red", "Inconclusive": "yellow"}

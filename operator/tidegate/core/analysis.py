@@ -12,26 +12,27 @@ from typing import TYPE_CHECKING, Literal
 
 from tidegate.api.rollout import RolloutAnalysis
 from tidegate.core.model import AnalysisRunInfo, CreateAnalysisRun, TerminateAnalysisRun
+from tidegate.core.toolkit import iso
 
 if TYPE_CHECKING:
-    from tidegate.core.planner import _Pass
+    from tidegate.core.toolkit import Pass
 
 Outcome = Literal["missing", "running", "successful", "failed", "inconclusive"]
 FINISHED = {"Successful", "Failed", "Error", "Inconclusive"}
 
 
-def run_name(p: _Pass, pod_hash: str, tag: str) -> str:
+def run_name(p: Pass, pod_hash: str, tag: str) -> str:
     rollout = p.obs.rollout.metadata.name or "rollout"
     round_ = int(p.status.get("analysisRound") or 0)
     return f"{rollout}-{pod_hash}-{tag}-{round_}"[:253]
 
 
-def find(p: _Pass, name: str) -> AnalysisRunInfo | None:
+def find(p: Pass, name: str) -> AnalysisRunInfo | None:
     return next((r for r in p.obs.analysis_runs if r.name == name), None)
 
 
 def ensure(
-    p: _Pass, analysis: RolloutAnalysis, *, kind: str, tag: str, stable_hash: str, latest_hash: str
+    p: Pass, analysis: RolloutAnalysis, *, kind: str, tag: str, stable_hash: str, latest_hash: str
 ) -> tuple[Outcome, AnalysisRunInfo | None, str]:
     """Make sure the run exists; returns its outcome, the run, and its name."""
     name = run_name(p, latest_hash, tag)
@@ -39,7 +40,7 @@ def ensure(
     run = find(p, name)
     if run is None:
         p.actions.append(CreateAnalysisRun(name, kind, analysis, stable_hash, latest_hash))
-        p.event("AnalysisRunCreated", f"started analysis run {name}")
+        p.event("AnalysisRunCreated", f"started analysis run {name}", action=True)
         return "missing", None, name
     if run.phase == "Successful":
         return "successful", run, name
@@ -59,7 +60,7 @@ def run_status(run: AnalysisRunInfo | None, name: str) -> dict[str, str]:
     return out
 
 
-def terminate_unwanted(p: _Pass) -> None:
+def terminate_unwanted(p: Pass) -> None:
     """A run nobody waits for any more (new revision, abort, promotion) is stopped."""
     for run in p.obs.analysis_runs:
         if run.phase not in FINISHED and run.name not in p.wanted_runs:
@@ -68,3 +69,37 @@ def terminate_unwanted(p: _Pass) -> None:
 
 def fail_message(run: AnalysisRunInfo) -> str:
     return f"analysis run {run.name} {run.phase.lower()}: {run.message or 'no message'}"
+
+
+def inconclusive_pause(p: Pass, where: str) -> bool:
+    """Pause for a person on an Inconclusive run; True once they promoted."""
+    st = p.status
+    held = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "InconclusiveAnalysisRun"]
+    if held:
+        p.paused = True
+        p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
+        return False
+    if st.get("controllerPause") and st.get("inconclusivePaused"):
+        st["controllerPause"] = False
+        st.pop("inconclusivePaused", None)
+        return True
+    st["pauseConditions"] = [
+        *(st.get("pauseConditions") or []),
+        {"reason": "InconclusiveAnalysisRun", "startTime": iso(p.obs.now)},
+    ]
+    st["controllerPause"] = True
+    st["inconclusivePaused"] = True
+    p.paused = True
+    p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
+    p.event("RolloutPaused", p.message)
+    return False
+
+
+def abort_for(p: Pass, run: AnalysisRunInfo | None, name: str) -> None:
+    st = p.status
+    st["abort"] = True
+    text = fail_message(run) if run is not None else f"analysis run {name} failed"
+    st["abortMessage"] = text
+    p.message = text
+    p.event("AnalysisRunFailed", f"{text}; aborting", warning=True)
+    p.wake_in(0.05)

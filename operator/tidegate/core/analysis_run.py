@@ -14,18 +14,24 @@ measured as written (a condition that does not compile, an argument without a va
 provider the operator does not have) is Error at once, before any measurement. A finished
 run never changes again.
 
-Judged metrics (`metric.judge`): each look compares the canary's range-query samples with the
-stable's (`judged_measurement`, Mann-Whitney U via `core.judge`); once every judged metric is
-done, their weighted score (`judge.combine`, passScore/marginalScore) decides for them together.
+Judged metrics (`metric.judge`): each look runs the queries `judge_queries` names over the span
+`judged_window` gives (from the run's start), `judge_data` turns the answers into the canary's and
+the stable's data, and `judged_measurement` judges them (`core.judge`: Mann-Whitney U, or the
+sequential Counts and Distribution e-processes). Their weighted score (`judge.combine`,
+passScore/marginalScore) decides for them together, as early as it is settled.
+
+`begin_step` and `finish_step` are one controller step without I/O; `k8s.analysis` and
+`bench/decisions.py` both step runs through them.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -39,9 +45,16 @@ from tidegate.api.analysis import (
     Measurement,
     Metric,
     MetricResult,
+    RunSummary,
 )
-from tidegate.api.rollout import AnalysisRunArgument, MeasurementRetention, MetricNameRef, Rollout
-from tidegate.core.args import placeholders
+from tidegate.api.rollout import (
+    AnalysisRunArgument,
+    AnalysisTemplateRef,
+    MeasurementRetention,
+    MetricNameRef,
+    Rollout,
+)
+from tidegate.core.args import ArgumentError, placeholders, render_query
 from tidegate.core.assessment import (
     Verdict,
     _parse_time,
@@ -51,6 +64,7 @@ from tidegate.core.assessment import (
     compile_conditions,
     effective_count,
     is_dry_run,
+    limits,
     next_measurement_due,
     record,
     retention_limit,
@@ -62,7 +76,7 @@ from tidegate.core.model import ROLLOUT_LABEL
 from tidegate.core.patches import merge_patch
 
 if TYPE_CHECKING:
-    from tidegate.core.judge import JudgePhase
+    from tidegate.core.judge import CountStep, HistogramStep, JudgePhase
 
 __all__ = [
     "API_VERSION",
@@ -73,15 +87,28 @@ __all__ = [
     "TERMINAL_PHASES",
     "AnalysisSpecError",
     "Conditions",
+    "JudgeData",
     "TemplateSource",
     "add_measurement",
+    "align",
+    "begin_step",
     "conclude",
+    "count_steps",
     "due_metrics",
     "expression_problems",
     "field_value",
+    "finish_step",
+    "flatten_templates",
+    "histogram_steps",
+    "in_flight",
+    "is_final_look",
     "is_finished",
+    "is_terminating",
+    "judge_data",
+    "judge_queries",
     "judge_query",
     "judged_measurement",
+    "judged_window",
     "measurement_of",
     "merge_patch",
     "merge_templates",
@@ -90,9 +117,13 @@ __all__ = [
     "prunable_runs",
     "resolve_args",
     "run_body",
+    "run_started",
     "start",
+    "template_key",
     "template_problems",
+    "terminated_measurement",
     "timestamp",
+    "total_query",
     "used_args",
 ]
 
@@ -142,6 +173,50 @@ class TemplateSource:
     def describe(self) -> str:
         kind = "ClusterAnalysisTemplate" if self.cluster_scope else "AnalysisTemplate"
         return f"{kind} {self.name}"
+
+
+TemplateKey = tuple[bool, str]
+"""(clusterScope, templateName): one template a reference can name."""
+
+
+def template_key(ref: AnalysisTemplateRef) -> TemplateKey:
+    return (ref.cluster_scope, ref.template_name)
+
+
+def _describe_key(key: TemplateKey) -> str:
+    return f"{'ClusterAnalysisTemplate' if key[0] else 'AnalysisTemplate'} {key[1]}"
+
+
+def flatten_templates(
+    refs: Sequence[AnalysisTemplateRef], found: Mapping[TemplateKey, TemplateSource]
+) -> list[TemplateSource]:
+    """The templates `refs` name, each followed by the templates its `spec.templates` name, depth
+    first, each template once (Argo Rollouts' `getAnalysisTemplatesFromRefs` with
+    `FilterUniqueTemplates`). `found` holds every template reachable from `refs`.
+
+    A template that leads back to itself is an AnalysisSpecError naming the loop (Argo would
+    recurse without end); a reference missing from `found` is one naming the template.
+    """
+    order: list[TemplateSource] = []
+    seen: set[TemplateKey] = set()
+
+    def visit(ref: AnalysisTemplateRef, path: tuple[TemplateKey, ...]) -> None:
+        key = template_key(ref)
+        if key in path:
+            loop = " -> ".join(_describe_key(k) for k in (*path[path.index(key) :], key))
+            raise AnalysisSpecError(f"nested templates form a loop: {loop}")
+        source = found.get(key)
+        if source is None:
+            raise AnalysisSpecError(f"{_describe_key(key)} not found")
+        if key not in seen:
+            seen.add(key)
+            order.append(source)
+        for inner in source.spec.templates:
+            visit(inner, (*path, key))
+
+    for ref in refs:
+        visit(ref, ())
+    return order
 
 
 def _merge_arg(merged: dict[str, Argument], arg: Argument, source: str) -> None:
@@ -212,6 +287,9 @@ def merge_templates(sources: Sequence[TemplateSource]) -> AnalysisTemplateSpec:
             _merge_arg(args, arg, source.describe())
         dry_run += [ref for ref in source.spec.dry_run if ref not in dry_run]
         retention += source.spec.measurement_retention
+    if not metrics:
+        names = ", ".join(source.describe() for source in sources)
+        raise AnalysisSpecError(f"the templates define no metric ({names})")
     defaults = AnalysisTemplateSpec.model_fields
     return AnalysisTemplateSpec(
         metrics=metrics,
@@ -352,6 +430,36 @@ def resolve_args(
     return resolved
 
 
+NUMBER_FIELDS = (
+    "count",
+    "interval",
+    "initial_delay",
+    "failure_limit",
+    "inconclusive_limit",
+    "consecutive_error_limit",
+    "consecutive_success_limit",
+)
+"""Metric fields that may be `{{args.NAME}}` (int-or-string, as Argo Rollouts')."""
+
+
+def resolve_numbers(metric: Metric, args: Sequence[Argument]) -> Metric:
+    """The metric with `{{args.NAME}}` in its counts, limits and durations resolved, per run
+    (Argo Rollouts resolves the whole metric against the run's arguments). An argument that
+    comes from a Secret never sets a number; a missing one is an AnalysisSpecError."""
+    values = {arg.name: arg.value for arg in args if arg.value is not None}
+    changes: dict[str, int | str] = {}
+    for field in NUMBER_FIELDS:
+        raw = getattr(metric, field)
+        if not isinstance(raw, str) or not placeholders(raw):
+            continue
+        try:
+            text = render_query(raw, values, escape="none").strip()
+        except ArgumentError as exc:
+            raise AnalysisSpecError(f"metric {metric.name}: {field}: {exc}") from None
+        changes[field] = int(text) if text.isdigit() and field not in ("interval", "initial_delay") else text
+    return metric.model_copy(update=changes) if changes else metric
+
+
 def run_body(
     rollout: Rollout,
     analysis_dry_run: Sequence[MetricNameRef],
@@ -377,7 +485,7 @@ def run_body(
             )
     dry_run = list(merged.dry_run) + [ref for ref in analysis_dry_run if ref not in merged.dry_run]
     spec = AnalysisRunSpec(
-        metrics=list(merged.metrics),
+        metrics=[resolve_numbers(metric, args) for metric in merged.metrics],
         args=list(args),
         dry_run=dry_run,
         measurement_retention=[*merged.measurement_retention, *analysis_retention],
@@ -443,23 +551,108 @@ def template_problems(spec: Mapping[str, Any]) -> list[str]:
             where = ".".join(str(part) for part in first.get("loc", ()))
             problems.append(f"metric {raw.get('name')}: {where}: {first.get('msg')}")
             continue
+        bad = next(
+            (
+                (key, value)
+                for key, value in (
+                    ("count", metric.count),
+                    ("failureLimit", metric.failure_limit),
+                    ("inconclusiveLimit", metric.inconclusive_limit),
+                    ("consecutiveErrorLimit", metric.consecutive_error_limit),
+                    ("consecutiveSuccessLimit", metric.consecutive_success_limit),
+                )
+                if isinstance(value, str)
+                and not value.strip().lstrip("-").isdigit()
+                and not placeholders(value)
+            ),
+            None,
+        )
+        if bad is not None:
+            problems.append(
+                f"metric {metric.name}: {bad[0]}: must be a number or {{{{args.NAME}}}} (got {bad[1]!r})"
+            )
+            continue
         try:
             compile_conditions(metric)
         except ExpressionError as error:
             problems.append(str(error))
+            continue
+        if metric.interval is not None and not placeholders(str(metric.interval)):
+            try:
+                seconds = parse_duration(metric.interval)
+            except DurationError:
+                continue  # the schema names a duration that does not parse
+            if seconds < MIN_INTERVAL_SECONDS:
+                problems.append(
+                    f"metric {metric.name}: interval {metric.interval} is below the minimum of "
+                    f"{MIN_INTERVAL_SECONDS:g}s between measurements"
+                )
     return problems
 
 
 def _texts(metric: Metric) -> list[str]:
     texts: list[str] = []
     if metric.provider is not None and metric.provider.prometheus is not None:
-        texts.append(metric.provider.prometheus.query)
+        prometheus = metric.provider.prometheus
+        texts.append(prometheus.query)
+        texts += [header.value for header in prometheus.headers]
+        if prometheus.range_query is not None:
+            texts += list(_strings(prometheus.range_query.wire()))
+        if prometheus.authentication is not None:
+            texts += list(_strings(prometheus.authentication.wire()))
     if metric.provider is not None and metric.provider.web is not None:
         web = metric.provider.web
         texts += [web.url, *(header.value for header in web.headers), *([web.body] if web.body else [])]
+        texts += list(_strings(web.json_body))
+        if web.authentication is not None:
+            texts += list(_strings(web.authentication.wire()))
+    if metric.provider is not None and metric.provider.job is not None:
+        texts += list(_strings(metric.provider.job.wire()))
     if metric.judge is not None:
         texts.append(judge_text(metric))
+        if metric.judge.total_query:
+            texts.append(metric.judge.total_query)
     return texts
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a JSON document (a Job's spec: where `{{args.NAME}}` may appear)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _refused_problem(metric: Metric) -> str | None:
+    """Argo fields Tidegate keeps but does not act on: the metric errs at once, naming them."""
+    for kind in ("prometheus", "web"):
+        spec = getattr(metric.provider, kind, None) if metric.provider is not None else None
+        if spec is not None and spec.authentication is not None and spec.authentication.sigv4:
+            return (
+                f"metric {metric.name}: provider.{kind}.authentication.sigv4: not supported by Tidegate "
+                "(AWS SigV4 signing)"
+            )
+    return None
+
+
+def _job_problem(metric: Metric) -> str | None:
+    job = metric.provider.job if metric.provider is not None else None
+    if job is None:
+        return None
+    template = job.spec.get("template")
+    pod = template.get("spec") if isinstance(template, Mapping) else None
+    if not isinstance(pod, Mapping) or not pod.get("containers"):
+        return f"metric {metric.name}: provider.job.spec.template.spec.containers: a Job needs a pod template"
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        return (
+            f"metric {metric.name}: provider.job.spec.template.spec.restartPolicy: a Job's pods need "
+            f"Never or OnFailure (got {pod.get('restartPolicy')!r})"
+        )
+    return None
 
 
 def used_args(metric: Metric) -> list[str]:
@@ -497,6 +690,11 @@ def _judge_problem(metric: Metric, pod_hashes: Mapping[str, str]) -> str | None:
         )
     if not HASH_PLACEHOLDER.search(judge_text(metric)):
         return f"metric {metric.name}: the judge's query must contain {{{{hash}}}} to tell canary from stable"
+    if metric.judge.method == "Counts" and not HASH_PLACEHOLDER.search(metric.judge.total_query or ""):
+        return (
+            f"metric {metric.name}: a Counts judge's totalQuery must contain {{{{hash}}}} "
+            "(the requests of each version)"
+        )
     missing = [which for which in ("Stable", "Latest") if not pod_hashes.get(which)]
     if missing:
         return (
@@ -523,15 +721,41 @@ def judge_query(metric: Metric, pod_hash: str) -> str:
     return HASH_PLACEHOLDER.sub(lambda _match: pod_hash, judge_text(metric))
 
 
+def total_query(metric: Metric, pod_hash: str) -> str:
+    """A Counts judge's request query for one version (`{{hash}}` replaced)."""
+    if metric.judge is None or not metric.judge.total_query:
+        raise ValueError(f"metric {metric.name} has no judge totalQuery")
+    return HASH_PLACEHOLDER.sub(lambda _match: pod_hash, metric.judge.total_query)
+
+
+MIN_INTERVAL_SECONDS = 1.0
+"""Shortest `interval` between measurements (Argo Rollouts sets none; `1ms` made ~34 requests/s)."""
+
+
 def _timing_problem(metric: Metric) -> str | None:
     try:
-        effective_count(metric)
+        count = effective_count(metric)
+        failure_limit, success_limit = limits(metric)
+        if count is not None and metric.count is not None and success_limit > 0:
+            # Argo's ValidateMetric, for the rules consecutiveSuccessLimit brings.
+            needed = success_limit + max(failure_limit, 0)
+            if count < needed:
+                return f"metric {metric.name}: count ({count}) must be >= " + (
+                    f"failureLimit + consecutiveSuccessLimit ({failure_limit} + {success_limit})"
+                    if failure_limit >= 0
+                    else f"consecutiveSuccessLimit ({success_limit})"
+                )
         for field, value in (("interval", metric.interval), ("initialDelay", metric.initial_delay)):
             if value is not None:
                 try:
-                    parse_duration(value)
+                    seconds = parse_duration(value)
                 except DurationError as error:
                     return f"metric {metric.name}: {field}: {error}"
+                if field == "interval" and seconds < MIN_INTERVAL_SECONDS:
+                    return (
+                        f"metric {metric.name}: interval {value} is below the minimum of "
+                        f"{MIN_INTERVAL_SECONDS:g}s between measurements"
+                    )
     except ValueError as error:
         return str(error)
     return None
@@ -549,7 +773,11 @@ def metric_problems(spec: AnalysisRunSpec, *, pod_hashes: Mapping[str, str]) -> 
         if metric.name in problems:
             continue
         problem = (
-            _timing_problem(metric) or _argument_problem(metric, args) or _judge_problem(metric, pod_hashes)
+            _timing_problem(metric)
+            or _argument_problem(metric, args)
+            or _judge_problem(metric, pod_hashes)
+            or _job_problem(metric)
+            or _refused_problem(metric)
         )
         if problem is not None:
             problems[metric.name] = problem
@@ -592,8 +820,12 @@ def start(
     )
 
 
-def _started_at(status: AnalysisRunStatus, now: datetime) -> datetime:
+def run_started(status: AnalysisRunStatus, now: datetime) -> datetime:
+    """When the run began (`status.startedAt`; `now` before it has started)."""
     return _parse_time(status.started_at) or now
+
+
+_started_at = run_started
 
 
 def _result(status: AnalysisRunStatus, name: str) -> MetricResult:
@@ -629,6 +861,38 @@ def next_due(spec: AnalysisRunSpec, status: AnalysisRunStatus, now: datetime) ->
     ]
     known = [moment for moment in moments if moment is not None]
     return min(known) if known else None
+
+
+IN_PROGRESS: frozenset[str] = frozenset({"Running", "Pending"})
+
+
+def in_flight(spec: AnalysisRunSpec, status: AnalysisRunStatus) -> list[tuple[Metric, Measurement]]:
+    """Metrics whose latest measurement is still in progress (a Job running), with it."""
+    found = []
+    for metric in spec.metrics:
+        result = _result(status, metric.name)
+        if result.measurements and result.measurements[-1].phase in IN_PROGRESS:
+            found.append((metric, result.measurements[-1]))
+    return found
+
+
+def is_terminating(spec: AnalysisRunSpec, status: AnalysisRunStatus) -> bool:
+    """Whether measurements in flight are to be stopped rather than resumed (Argo's
+    `analysisutil.IsTerminating`): the run was told to stop, or it has its verdict."""
+    return spec.terminate or is_finished(status.phase)
+
+
+def terminated_measurement(measurement: Measurement, now: datetime) -> Measurement:
+    """A measurement stopped in flight: Inconclusive, "Metric Terminated" (Argo's
+    JobProvider.Terminate and runMeasurements), so it changes nothing a run waits for."""
+    return measurement.model_copy(
+        update={
+            "phase": "Inconclusive",
+            "message": "Metric Terminated",
+            "finished_at": timestamp(now),
+            "resume_at": None,
+        }
+    )
 
 
 def measurement_of(
@@ -669,37 +933,175 @@ def add_measurement(
     return status.model_copy(update={"metric_results": results})
 
 
+JudgeData = Sequence[float] | Sequence["CountStep"] | Sequence["HistogramStep"]
+"""What a judged metric's queries gave for one version, oldest step first: samples
+(MannWhitney), (events, requests) per step (Counts), cumulative buckets per step
+(Distribution). Counts and Distribution steps are aligned by time between the versions."""
+
+
+def judged_window(metric: Metric, run_started: datetime, now: datetime) -> tuple[datetime, datetime] | None:
+    """The span a judged metric's range queries cover at `now`: from the run's start (or
+    `now - window`, if later) to `now`, on a grid of `step`s anchored at the run's start.
+
+    The first point is one step after the start, so the first `increase(x[step])` holds
+    nothing from before the run; the grid is the same at every look, so a look sees the
+    earlier looks' steps again, unchanged (what a sequential judge's e-process needs). None:
+    no whole step has passed yet.
+    """
+    window_spec = metric.provider.prometheus.range if metric.provider and metric.provider.prometheus else None
+    window = parse_duration(window_spec.window if window_spec else "5m")
+    step = parse_duration(window_spec.step if window_spec else "15s")
+    if step <= 0:
+        return None
+    first = run_started + timedelta(seconds=step)
+    earliest = now - timedelta(seconds=window)
+    if earliest > first:
+        skipped = math.ceil((earliest - first).total_seconds() / step - 1e-9)
+        first += timedelta(seconds=skipped * step)
+    if first > now:
+        return None
+    return first, now
+
+
+def is_final_look(metric: Metric, result: MetricResult) -> bool:
+    """Whether the next measurement of `metric` is its last planned one (its `count`)."""
+    planned = effective_count(metric)
+    return planned is not None and result.count + 1 >= planned
+
+
+_T = TypeVar("_T")
+
+Series = Sequence[tuple[Mapping[str, str], Sequence[tuple[float, float]]]]
+"""A range query's answer: (labels, [(time, value), ...]) per series."""
+
+
+def _by_time(series: Series) -> dict[float, float]:
+    sums: dict[float, float] = {}
+    for _, points in series:
+        for moment, value in points:
+            if math.isfinite(value):
+                sums[moment] = sums.get(moment, 0.0) + value
+    return sums
+
+
+def count_steps(events: Series, totals: Series) -> dict[float, tuple[float, float]]:
+    """Time -> (events, requests) of one version: each query's series summed per step; a
+    step without requests is left out, one without events has 0."""
+    event_sums, total_sums = _by_time(events), _by_time(totals)
+    return {moment: (event_sums.get(moment, 0.0), total) for moment, total in total_sums.items()}
+
+
+def histogram_steps(buckets: Series) -> dict[float, dict[float, float]]:
+    """Time -> {le: cumulative count} of one version, from series labelled `le` (summed over
+    any other labels); series without a numeric `le` are ignored."""
+    steps: dict[float, dict[float, float]] = {}
+    for labels, points in buckets:
+        try:
+            bound = float(labels.get("le", ""))
+        except ValueError:
+            continue
+        for moment, value in points:
+            if math.isfinite(value):
+                step = steps.setdefault(moment, {})
+                step[bound] = step.get(bound, 0.0) + value
+    return {moment: step for moment, step in steps.items() if math.inf in step}
+
+
+def align(canary: Mapping[float, _T], stable: Mapping[float, _T]) -> tuple[list[_T], list[_T]]:
+    """The two versions' steps at the times both have, oldest first."""
+    common = sorted(set(canary) & set(stable))
+    return [canary[moment] for moment in common], [stable[moment] for moment in common]
+
+
+def judge_queries(metric: Metric, pod_hashes: Mapping[str, str]) -> list[str]:
+    """The range queries a judged metric runs at a look, in the order `judge_data` reads
+    their answers: the judge's query for the canary (Latest) then the stable, and for
+    Counts the totalQuery for both after them."""
+    versions = (pod_hashes["Latest"], pod_hashes["Stable"])
+    queries = [judge_query(metric, pod_hash) for pod_hash in versions]
+    if metric.judge is not None and metric.judge.method == "Counts":
+        queries += [total_query(metric, pod_hash) for pod_hash in versions]
+    return queries
+
+
+def judge_data(metric: Metric, answers: Sequence[Series]) -> tuple[JudgeData, JudgeData]:
+    """(canary, stable) for `judged_measurement` from the answers to `judge_queries`."""
+    if metric.judge is None:
+        raise ValueError(f"metric {metric.name} has no judge")
+    if metric.judge.method == "MannWhitney":
+        canary, stable = (
+            [value for _, points in answer for _, value in points if not math.isnan(value)]
+            for answer in answers[:2]
+        )
+        return canary, stable
+    if metric.judge.method == "Counts":
+        return align(count_steps(answers[0], answers[2]), count_steps(answers[1], answers[3]))
+    return align(histogram_steps(answers[0]), histogram_steps(answers[1]))
+
+
 def judged_measurement(
     metric: Metric,
     result: MetricResult,
-    canary: Sequence[float],
-    stable: Sequence[float],
+    canary: JudgeData,
+    stable: JudgeData,
     *,
     started_at: datetime,
     finished_at: datetime,
 ) -> Measurement:
-    """One look of a judged metric: canary samples against stable samples (Mann-Whitney U).
+    """One look of a judged metric: the canary's data against the stable's.
 
-    The look number is the metric's measurements so far plus one, out of its `count`
-    (planned looks; a metric without count plans as many looks as it has taken).
+    MannWhitney: the look number is the metric's measurements so far plus one, out of its
+    `count` (planned looks; a metric without count plans as many looks as it has taken).
+    Counts and Distribution: an anytime-valid e-process over every step since the run began
+    (`core.judge`), the last planned look also checking that the traffic could have shown a
+    regression. Counts and Distribution take `canary` and `stable` aligned step by step.
     """
-    from tidegate.core.judge import judge_metric  # numpy/scipy load only when a judge runs
+    from tidegate.core import judge as judges  # numpy/scipy load only when a judge runs
 
     if metric.judge is None:
         raise ValueError(f"metric {metric.name} has no judge")
-    look = result.count + 1
-    planned = max(effective_count(metric) or look, look)
-    verdict = judge_metric(
-        canary, stable, metric.judge, no_data_policy=metric.no_data_policy, look=look, planned_looks=planned
-    )
-    facts = verdict.metadata()
+    times = {"started_at": timestamp(started_at), "finished_at": timestamp(finished_at)}
+    if metric.judge.method == "MannWhitney":
+        look = result.count + 1
+        planned = max(effective_count(metric) or look, look)
+        verdict = judges.judge_metric(
+            cast("Sequence[float]", canary),
+            cast("Sequence[float]", stable),
+            metric.judge,
+            no_data_policy=metric.no_data_policy,
+            look=look,
+            planned_looks=planned,
+        )
+        facts = verdict.metadata()
+        return Measurement(
+            phase=verdict.phase,
+            value=f"effect {facts['effect']}, p {facts['pValue']}",
+            message=verdict.message,
+            metadata=facts,
+            **times,
+        )
+    final = is_final_look(metric, result)
+    if metric.judge.method == "Counts":
+        count_steps = list(
+            zip(cast("Sequence[CountStep]", canary), cast("Sequence[CountStep]", stable), strict=True)
+        )
+        sequential = judges.judge_counts(
+            count_steps, metric.judge, no_data_policy=metric.no_data_policy, final=final
+        )
+    else:
+        histogram_steps = list(
+            zip(cast("Sequence[HistogramStep]", canary), cast("Sequence[HistogramStep]", stable), strict=True)
+        )
+        sequential = judges.judge_distribution(
+            histogram_steps, metric.judge, no_data_policy=metric.no_data_policy, final=final
+        )
+    facts = sequential.metadata()
     return Measurement(
-        phase=verdict.phase,
-        value=f"effect {facts['effect']}, p {facts['pValue']}",
-        message=verdict.message,
+        phase=sequential.phase,
+        value=f"e {facts['eValue']}, effect {facts['effect']}",
+        message=sequential.message,
         metadata=facts,
-        started_at=timestamp(started_at),
-        finished_at=timestamp(finished_at),
+        **times,
     )
 
 
@@ -715,43 +1117,40 @@ _JUDGED_OUTCOMES = frozenset({"Successful", "Failed", "Inconclusive"})
 
 
 def _run_verdict(spec: AnalysisRunSpec, results: Sequence[MetricResult]) -> Verdict:
-    """assess_run, with judged metrics scored together (judge.combine) once all are done.
+    """assess_run, with judged metrics scored together (judge.combine), deciding as early as
+    the evidence allows.
 
-    A judged metric that failed does not fail the run alone: the weighted score of all judged
-    metrics decides (a critical one fails it). Judged metrics that are still running, that
-    errored, or that are dry-run go through assess_run like any other metric.
+    A Failed critical judged metric fails the run at once; so does a score that could no
+    longer reach marginalScore even if every judged metric still running passed (those count
+    as Inconclusive in `combine`: passing for maxScore, failing for score). Otherwise the run
+    waits for its running metrics, as Argo Rollouts' `assessRunStatus` does, and once every
+    judged metric is done their score decides for them. Errored and dry-run judged metrics go
+    through assess_run like any other metric. Argo ends a run as soon as any metric fails
+    (`analysisutil.IsTerminating`); a judged metric's failure alone does not, unless it
+    settles the score.
     """
     from tidegate.core.judge import JudgeVerdict, combine
 
     judges: dict[str, Judge] = {metric.name: metric.judge for metric in spec.metrics if metric.judge}
     judged = [r for r in results if r.name in judges and not r.dry_run and r.phase in _JUDGED_OUTCOMES]
-    plain = [r for r in results if r not in judged]
+    running = [r for r in results if r.name in judges and not r.dry_run and r.phase == "Running"]
+    plain = [r for r in results if r not in judged and r not in running]
     if not judged:
-        return assess_run(plain)
-    if any(r.name in judges and not r.dry_run and r.phase == "Running" for r in results):
-        return assess_run(plain)
-    scored = combine(
-        [
-            (
-                judges[r.name],
-                JudgeVerdict(
-                    phase=cast("JudgePhase", r.phase),
-                    canary_n=0,
-                    stable_n=0,
-                    p_value=None,
-                    effect=None,
-                    alpha=0.0,
-                    message=r.message or f"metric {r.name}: {r.phase.lower()}",
-                ),
-            )
-            for r in judged
-        ],
-        spec.pass_score,
-        spec.marginal_score,
-    )
-    judged_verdict = Verdict(
-        scored.phase, f"judged metrics {', '.join(r.name for r in judged)}: {scored.message}"
-    )
+        return assess_run([*plain, *running])
+
+    def as_verdict(r: MetricResult) -> tuple[Judge, JudgeVerdict]:
+        phase = "Inconclusive" if r.phase == "Running" else r.phase
+        message = r.message or f"metric {r.name}: {r.phase.lower()}"
+        if r.phase == "Running":
+            message = f"metric {r.name} is still running"
+        verdict = JudgeVerdict(cast("JudgePhase", phase), 0, 0, None, None, 0.0, message)
+        return judges[r.name], verdict
+
+    scored = combine([as_verdict(r) for r in (*judged, *running)], spec.pass_score, spec.marginal_score)
+    names = ", ".join(r.name for r in (*judged, *running))
+    judged_verdict = Verdict(scored.phase, f"judged metrics {names}: {scored.message}")
+    if running and scored.phase != "Failed":
+        return assess_run([*plain, *running])
     if not plain:
         return judged_verdict
     others = assess_run(plain)
@@ -787,7 +1186,61 @@ def conclude(
         message = f"terminated: {message}"
     elif phase == "Pending":
         phase = "Running"
-    return status.model_copy(update={"phase": phase, "message": message, "metric_results": results})
+    run, dry = summaries(results)
+    return status.model_copy(
+        update={
+            "phase": phase,
+            "message": message,
+            "metric_results": results,
+            "run_summary": run,
+            "dry_run_summary": dry,
+        }
+    )
+
+
+def summaries(results: Sequence[MetricResult]) -> tuple[RunSummary, RunSummary | None]:
+    """Metrics by phase, the ones that count and the dry-run ones apart (Argo Rollouts'
+    assessRunStatus fills RunSummary and DryRunSummary the same way; running metrics count
+    in `count` only). The dry-run summary is None when no metric is a dry run."""
+
+    def summary(group: list[MetricResult]) -> RunSummary:
+        def of(phase: str) -> int:
+            return sum(1 for r in group if r.phase == phase)
+
+        return RunSummary(
+            count=len(group),
+            successful=of("Successful"),
+            failed=of("Failed"),
+            inconclusive=of("Inconclusive"),
+            error=of("Error"),
+        )
+
+    dry = [r for r in results if r.dry_run]
+    return summary([r for r in results if not r.dry_run]), (summary(dry) if dry else None)
+
+
+def begin_step(
+    spec: AnalysisRunSpec, status: AnalysisRunStatus, now: datetime, problems: Mapping[str, str]
+) -> tuple[AnalysisRunStatus, list[Metric]]:
+    """The first half of one controller step: start the run (idempotent), conclude what is
+    already decided (spec.terminate too), and the metrics to measure now (none once finished).
+
+    `k8s.analysis.step_analysis_run` and `bench/decisions.py` both step runs through
+    begin_step, then measure, then finish_step: the benchmark decides what the operator does.
+    """
+    status = conclude(spec, start(spec, status, now, problems), terminated=spec.terminate)
+    if is_finished(status.phase):
+        return status, []
+    return status, due_metrics(spec, status, now)
+
+
+def finish_step(
+    spec: AnalysisRunSpec, status: AnalysisRunStatus, measured: Sequence[tuple[Metric, Measurement]]
+) -> AnalysisRunStatus:
+    """The second half: record the measurements taken and conclude the run's phase."""
+    for metric, measurement in measured:
+        status = add_measurement(spec, status, metric, measurement)
+    return conclude(spec, status) if measured else status
 
 
 # --- pruning ---------------------------------------------------------------------------

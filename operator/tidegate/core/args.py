@@ -8,8 +8,11 @@ Rollout's author, a Secret or a pod label) can only ever be data:
   both kinds of quotes, unlike `\\"` which PromQL rejects inside `'...'`). A value can
   therefore never end the literal it sits in. Inside a backtick raw string nothing can be
   escaped; a backtick in the value still cannot end it, but it arrives as the text `\\x60`.
-- `url`: percent-encoded, every reserved character included (`/ ? & # =`), for one path
-  segment or query value.
+- `url`: escaped by where the placeholder sits in the URL (`render_url`): in the path,
+  the query or the fragment, percent-encoded with every reserved character (`/ ? & # =`),
+  as one path segment or query value, so a value cannot reach another part of the URL;
+  before the path (a whole URL, as in Argo Rollouts' `url: "{{args.secret-url}}"`, or
+  the host and port), inserted as is: there the URL's author made the value the address.
 - `none`: inserted as is (headers, bodies).
 
 Placeholders other than `{{args.*}}` (e.g. the judge's `{{hash}}`) are left alone.
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import quote
 
-__all__ = ["ArgumentError", "Escape", "placeholders", "render_query"]
+__all__ = ["ArgumentError", "Escape", "placeholders", "render_query", "render_url"]
 
 Escape = Literal["promql", "url", "none"]
 
@@ -64,9 +67,16 @@ def escape_promql(value: str) -> str:
 def _escape(value: str, escape: Escape) -> str:
     if escape == "promql":
         return escape_promql(value)
-    if escape == "url":
-        return quote(value, safe="")
     return value
+
+
+def _check_given(template: str, args: Mapping[str, str]) -> None:
+    missing = [name for name in placeholders(template) if name not in args]
+    if missing:
+        given = ", ".join(sorted(args)) or "none"
+        names = ", ".join(repr(name) for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise ArgumentError(f"missing argument{plural} {names} (arguments given: {given})")
 
 
 def render_query(template: str, args: Mapping[str, str], *, escape: Escape) -> str:
@@ -75,10 +85,35 @@ def render_query(template: str, args: Mapping[str, str], *, escape: Escape) -> s
     >>> render_query('up{job="{{args.job}}"}', {"job": "api"}, escape="promql")
     'up{job="api"}'
     """
-    missing = [name for name in placeholders(template) if name not in args]
-    if missing:
-        given = ", ".join(sorted(args)) or "none"
-        names = ", ".join(repr(name) for name in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise ArgumentError(f"missing argument{plural} {names} (arguments given: {given})")
+    if escape == "url":
+        return render_url(template, args)
+    _check_given(template, args)
     return _PLACEHOLDER.sub(lambda match: _escape(args[match.group(1)], escape), template)
+
+
+def _in_address(prefix: str) -> bool:
+    """The URL written so far ends before its path: in the scheme, or in the host and port."""
+    if any(mark in prefix for mark in "?#"):
+        return False
+    _, sep, rest = prefix.partition("://")
+    return not sep or "/" not in rest
+
+
+def render_url(template: str, args: Mapping[str, str]) -> str:
+    """A URL with its `{{args.NAME}}` placeholders resolved, each escaped for its place.
+
+    >>> render_url("{{args.url}}", {"url": "https://h:8443/v1/q?x=1"})
+    'https://h:8443/v1/q?x=1'
+    >>> render_url("http://{{args.host}}/api/{{args.id}}?q={{args.id}}", {"host": "h:80", "id": "a/b&c"})
+    'http://h:80/api/a%2Fb%26c?q=a%2Fb%26c'
+    """
+    _check_given(template, args)
+    out: list[str] = []
+    pos = 0
+    for match in _PLACEHOLDER.finditer(template):
+        out.append(template[pos : match.start()])
+        value = args[match.group(1)]
+        out.append(value if _in_address("".join(out)) else quote(value, safe=""))
+        pos = match.end()
+    out.append(template[pos:])
+    return "".join(out)

@@ -8,6 +8,9 @@ The semantics are Argo Rollouts' (`analysis.assessMetricStatus` and `EvaluateRes
   `consecutiveErrorLimit`; any measurement that is not an error resets that streak;
 - errors do not count toward `count`; reaching `count` with no limit exceeded is
   Successful; a metric without `interval` (and without `count`) measures once;
+- `consecutiveSuccessLimit` successes in a row make a metric Successful at once; with it,
+  reaching `count` without them is Inconclusive, or Failed when `failureLimit` is -1
+  (Argo v1.8's `assessMetricStatus`);
 - the run takes the worst phase of its metrics (`assess_run`); dry-run metrics are
   recorded and reported but never fail the run.
 
@@ -45,6 +48,7 @@ __all__ = [
     "effective_count",
     "is_dry_run",
     "is_no_data",
+    "limits",
     "next_measurement_due",
     "record",
     "retain",
@@ -164,6 +168,7 @@ class Tally:
     inconclusive: int = 0
     error: int = 0
     consecutive_error: int = 0
+    consecutive_success: int = 0
     measurements: tuple[Measurement, ...] = field(default=())
     """The measurements at hand (all of them, or the retained ones of a MetricResult)."""
 
@@ -179,6 +184,7 @@ class Tally:
                 inconclusive=measurements.inconclusive,
                 error=measurements.error,
                 consecutive_error=measurements.consecutive_error,
+                consecutive_success=measurements.consecutive_success,
                 measurements=tuple(measurements.measurements),
             )
         tally = cls()
@@ -195,6 +201,7 @@ class Tally:
                 self,
                 error=self.error + 1,
                 consecutive_error=self.consecutive_error + 1,
+                consecutive_success=0,
                 measurements=measurements,
             )
         if phase in _IN_PROGRESS:
@@ -206,6 +213,7 @@ class Tally:
             failed=self.failed + (phase == "Failed"),
             inconclusive=self.inconclusive + (phase == "Inconclusive"),
             consecutive_error=0,
+            consecutive_success=self.consecutive_success + 1 if phase == "Successful" else 0,
             measurements=measurements,
         )
 
@@ -220,14 +228,36 @@ class Tally:
         return self.last
 
 
-def _whole_number(value: int | str, what: str, metric: Metric) -> int:
+def _whole_number(value: int | str, what: str, metric: Metric, *, off: int | None = None) -> int:
+    """`off`: the one negative value allowed, meaning "no limit" (failureLimit's -1)."""
     try:
         number = int(value)
     except ValueError:
         raise ValueError(f"metric {metric.name}: {what} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise ValueError(f"metric {metric.name}: {what} cannot be negative ({number})")
+    if number < 0 and number != off:
+        allowed = f" except {off} (no limit)" if off is not None else ""
+        raise ValueError(f"metric {metric.name}: {what} cannot be negative{allowed} ({number})")
     return number
+
+
+FAILURE_LIMIT_OFF = -1
+"""failureLimit -1: failures are not counted (Argo v1.8, with consecutiveSuccessLimit)."""
+
+
+def limits(metric: Metric) -> tuple[int, int]:
+    """(failureLimit, consecutiveSuccessLimit) as numbers; ValueError as Argo's `ValidateMetric`
+    words them: -1 is the only negative failureLimit, and not both may be off."""
+    failure_limit = _whole_number(metric.failure_limit, "failureLimit", metric, off=FAILURE_LIMIT_OFF)
+    success_limit = (
+        _whole_number(metric.consecutive_success_limit, "consecutiveSuccessLimit", metric)
+        if metric.consecutive_success_limit is not None
+        else 0
+    )
+    if success_limit == 0 and failure_limit == FAILURE_LIMIT_OFF:
+        raise ValueError(
+            f"metric {metric.name}: failureLimit and consecutiveSuccessLimit cannot both be disabled"
+        )
+    return failure_limit, success_limit
 
 
 def effective_count(metric: Metric) -> int | None:
@@ -263,29 +293,47 @@ def assess_metric(
     """
     tally = Tally.of(measurements)
     label = f"metric {metric.name}" + (" (dry-run)" if dry_run else "")
-    if tally.failed > metric.failure_limit:
+    failure_limit, success_limit = limits(metric)
+    inconclusive_limit = _whole_number(metric.inconclusive_limit, "inconclusiveLimit", metric)
+    consecutive_error_limit = _whole_number(metric.consecutive_error_limit, "consecutiveErrorLimit", metric)
+    if failure_limit != FAILURE_LIMIT_OFF and tally.failed > failure_limit:
         return Verdict(
             "Failed",
             f"{label} failed: {_describe(tally.last_of('Failed'))}, "
-            f"{tally.failed} failed measurements exceed failureLimit {metric.failure_limit}",
+            f"{tally.failed} failed measurements exceed failureLimit {failure_limit}",
         )
-    if tally.consecutive_error > metric.consecutive_error_limit:
+    if tally.consecutive_error > consecutive_error_limit:
         return Verdict(
             "Error",
             f"{label} errored: {tally.consecutive_error} errors in a row exceed consecutiveErrorLimit "
-            f"{metric.consecutive_error_limit}; last: {_describe(tally.last_of('Error'))}",
+            f"{consecutive_error_limit}; last: {_describe(tally.last_of('Error'))}",
         )
-    if tally.inconclusive > metric.inconclusive_limit:
+    if tally.inconclusive > inconclusive_limit:
         return Verdict(
             "Inconclusive",
             f"{label} inconclusive: {_describe(tally.last_of('Inconclusive'))}, "
             f"{tally.inconclusive} inconclusive measurements exceed inconclusiveLimit "
-            f"{metric.inconclusive_limit}",
+            f"{inconclusive_limit}",
         )
     last = tally.last
     target = effective_count(metric)
     in_progress = last is not None and last.phase in _IN_PROGRESS
+    # Argo v1.8's assessMetricStatus: the streak first, then the count.
+    if not in_progress and success_limit > 0 and tally.consecutive_success >= success_limit:
+        return Verdict(
+            "Successful",
+            f"{label} successful: {tally.consecutive_success} successful measurements in a row reach "
+            f"consecutiveSuccessLimit {success_limit}; last {_describe(tally.last_of('Successful'))}",
+        )
     if not in_progress and target is not None and tally.count >= target:
+        if success_limit > 0:
+            phase: AnalysisPhase = "Failed" if failure_limit == FAILURE_LIMIT_OFF else "Inconclusive"
+            return Verdict(
+                phase,
+                f"{label} {phase.lower()}: count {target} reached with {tally.consecutive_success} "
+                f"successful measurements in a row, short of consecutiveSuccessLimit {success_limit}; "
+                f"last {_describe(last)}",
+            )
         return Verdict(
             "Successful",
             f"{label} successful: {_summary(tally)}; last {_describe(tally.last_of('Successful'))}",
@@ -343,7 +391,9 @@ def next_measurement_due(
         delay = parse_duration(metric.initial_delay) if metric.initial_delay is not None else 0.0
         return max(started_at + timedelta(seconds=delay), now)
     if last.phase in _IN_PROGRESS:
-        return None
+        # A Job still running: looked at again at its resumeAt (Argo's Measurement.ResumeAt).
+        resume = _parse_time(last.resume_at)
+        return max(resume, now) if resume is not None else None
     interval = parse_duration(metric.interval) if metric.interval is not None else None
     if last.phase == "Error":
         wait = min(ERROR_RETRY_INTERVAL, interval) if interval is not None else ERROR_RETRY_INTERVAL
@@ -387,8 +437,15 @@ def record(
     dry_run: bool = False,
     retention: int = DEFAULT_MEASUREMENT_RETENTION,
 ) -> MetricResult:
-    """The MetricResult with one more (finished) measurement: counters, retained list, phase, message."""
-    tally = Tally.of(result).add(measurement)
+    """The MetricResult with one more measurement: counters, retained list, phase, message.
+
+    A measurement that was in progress (a Job running) is replaced by the one given, its
+    next sighting, as Argo's runMeasurements does; it was never counted.
+    """
+    tally = Tally.of(result)
+    if tally.last is not None and tally.last.phase in _IN_PROGRESS:
+        tally = replace(tally, measurements=tally.measurements[:-1])
+    tally = tally.add(measurement)
     verdict = assess_metric(metric, tally, dry_run=dry_run)
     return result.model_copy(
         update={
@@ -402,6 +459,7 @@ def record(
             "inconclusive": tally.inconclusive,
             "error": tally.error,
             "consecutive_error": tally.consecutive_error,
+            "consecutive_success": tally.consecutive_success,
             "dry_run": dry_run,
         }
     )

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tidegate.core import analysis
 from tidegate.core.durations import format_duration
+from tidegate.core.toolkit import (
+    Pass,
+    detect_retry,
+    ensure_replica_set,
+    iso,
+    iso_ceil,
+    parse_time,
+    point_service,
+    promote_past_abort,
+    retire_others,
+    rollback_within_window,
+    rs_by_hash,
+    service_hashes,
+)
 
-if TYPE_CHECKING:
-    from tidegate.core.planner import _Pass
 
-
-def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> None:
-    from tidegate.core.planner import (
-        ensure_replica_set,
-        iso,
-        parse_time,
-        point_service,
-        rs_by_hash,
-        service_hashes,
-    )
-
+def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> None:
     obs, st = p.obs, p.status
     bg = obs.rollout.spec.strategy.blue_green
     assert bg is not None
@@ -41,8 +44,6 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
             st.pop("abortMessage", None)
             p.event("NewRevision", f"new revision {current_hash}")
 
-    from tidegate.core.planner import detect_retry
-
     detect_retry(p, current_hash)
     active_hash = st.get("stableRS")
     if active_hash is None or rs_by_hash(obs, active_hash) is None:
@@ -50,9 +51,8 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         st["stableRS"] = current_hash
 
     def retire(keep: set[str], delay: float) -> None:
-        from tidegate.core.planner import retire_others
 
-        retire_others(p, keep, delay, service_hashes(p))
+        retire_others(p, keep, delay, service_hashes(p), bg.scale_down_delay_revision_limit)
 
     if active_hash == current_hash:
         rs = ensure_replica_set(p, current_hash, template, replicas)
@@ -85,6 +85,7 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         return
 
     stable = ensure_replica_set(p, active_hash, _template(p, active_hash, template), replicas)
+    promote_past_abort(p, current_hash)
     if st.get("abort") or not status_bg.get("promoting"):
         # Until the switch (and after an abort) the active Service stays on the stable version.
         point_service(p, bg.active_service, active_hash)
@@ -105,7 +106,10 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         if bg.preview_service:
             point_service(p, bg.preview_service, active_hash)
             status_bg["previewSelector"] = active_hash
-        if preview is not None and preview.replicas > 0:
+        if preview is not None and preview.replicas > 0 and bg.abort_scale_down_delay_seconds == 0:
+            # Argo Rollouts' GetAbortScaleDownDelaySecondsOrDefault: an explicit 0 means never.
+            p.message += "; preview pods kept (abortScaleDownDelaySeconds: 0)"
+        elif preview is not None and preview.replicas > 0:
             aborted_at = parse_time(st.get("abortedAt")) or obs.now
             remaining = (
                 aborted_at + timedelta(seconds=bg.abort_scale_down_delay_seconds) - obs.now
@@ -120,7 +124,11 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         retire({active_hash, current_hash}, 0)
         return
 
-    promoting = bool(st.get("promoteFull")) or status_bg.get("promoting") is True
+    promoting = (
+        bool(st.get("promoteFull"))
+        or status_bg.get("promoting") is True
+        or rollback_within_window(p, current_hash, active_hash)
+    )
     preview_count = replicas if promoting else (bg.preview_replica_count or replicas)
     preview = ensure_replica_set(p, current_hash, template, preview_count)
     retire({active_hash, current_hash}, 0)
@@ -133,19 +141,16 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
         return
     if not promoting:
         if available < preview_count:
+            # Paused only once the preview is fully available, as Argo Rollouts' blue-green
+            # (so `kubectl wait --for=condition=Paused` means the preview can be tried).
             p.message = f"preview: waiting for {available}/{preview_count} new pods ready"
-            if not bg.auto_promotion_enabled and _pause_for_person(p, False):
-                # Promoted before the preview was ready: go on to full size; the switch
-                # still waits for every new pod to be available.
-                status_bg["promoting"] = True
-                p.wake_in(0.05)
             return
         if bg.preview_service and not point_service(p, bg.preview_service, current_hash):
             p.message = f"pointing {bg.preview_service} at the preview"
             return
         status_bg["previewSelector"] = current_hash
         if not st.get("stepStartedAt"):
-            st["stepStartedAt"] = iso(obs.now)
+            st["stepStartedAt"] = iso_ceil(obs.now)
         if bg.pre_promotion_analysis is not None and not _analysis_passed(
             p, bg.pre_promotion_analysis, "pre", active_hash, current_hash, "preview ready"
         ):
@@ -193,48 +198,44 @@ def plan_blue_green(p: _Pass, current_hash: str, template: dict[str, Any]) -> No
     status_bg["promoting"] = False
     st["promoteFull"] = False
     status_bg["activeSelector"] = current_hash
-    status_bg["scaleDownDelayStartTime"] = iso(obs.now)
+    status_bg["scaleDownDelayStartTime"] = iso_ceil(obs.now)
     p.event("RolloutPromoted", f"active Service {bg.active_service} switched to {current_hash}")
     p.message = "switched the active Service"
     p.wake_in(0.05)
 
 
 def _analysis_passed(
-    p: _Pass, spec: Any, where: str, stable_hash: str, latest_hash: str, situation: str
+    p: Pass, spec: Any, where: str, stable_hash: str, latest_hash: str, situation: str
 ) -> bool:
     """Run the pre- or post-promotion analysis; True once it passed (or a person promoted past it)."""
-    from tidegate.core import analysis
-    from tidegate.core.planner import abort_for, inconclusive_pause
 
     outcome, run, name = analysis.ensure(
         p, spec, kind=where, tag=where, stable_hash=stable_hash, latest_hash=latest_hash
     )
     p.status["blueGreen"][f"{where}PromotionAnalysisRunStatus"] = analysis.run_status(run, name)
     if outcome == "failed":
-        abort_for(p, run, name)
+        analysis.abort_for(p, run, name)
         return False
     if outcome == "inconclusive":
-        return inconclusive_pause(p, f"{where}-promotion")
+        return analysis.inconclusive_pause(p, f"{where}-promotion")
     if outcome != "successful":
         p.message = f"{situation}; {where}-promotion analysis {name} running"
         return False
     return True
 
 
-def _template(p: _Pass, pod_hash: str, fallback: dict[str, Any]) -> dict[str, Any]:
-    from tidegate.core.planner import rs_by_hash
+def _template(p: Pass, pod_hash: str, fallback: dict[str, Any]) -> dict[str, Any]:
 
     rs = rs_by_hash(p.obs, pod_hash)
     return rs.template if rs is not None and rs.template else fallback
 
 
-def _other_active(p: _Pass, current_hash: str) -> bool:
+def _other_active(p: Pass, current_hash: str) -> bool:
     return any(rs.available > 0 for rs in p.obs.replica_sets if rs.pod_hash != current_hash)
 
 
-def _pause_for_person(p: _Pass, auto: bool) -> bool:
+def _pause_for_person(p: Pass, auto: bool) -> bool:
     """Hold a BlueGreenPause when auto-promotion is off; True once a person promoted."""
-    from tidegate.core.planner import iso
 
     st = p.status
     if auto:
@@ -247,7 +248,7 @@ def _pause_for_person(p: _Pass, auto: bool) -> bool:
         return True  # we had paused and the condition is gone: promoted
     st["pauseConditions"] = [
         *(st.get("pauseConditions") or []),
-        {"reason": "BlueGreenPause", "startTime": iso(p.obs.now)},
+        {"reason": "BlueGreenPause", "startTime": iso_ceil(p.obs.now)},
     ]
     st["controllerPause"] = True
     p.paused = True

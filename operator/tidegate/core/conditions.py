@@ -104,3 +104,31 @@ def conditions_for(
     out.append(c("Reconciling", phase == "Progressing", phase, message if phase == "Progressing" else ""))
     out.append(c("Stalled", phase == "Degraded", phase, message if phase == "Degraded" else ""))
     return out
+
+
+def invalid_spec_status(
+    message: str, old: dict[str, Any], now: str, generation: int | None
+) -> dict[str, Any]:
+    """Status of a Rollout whose spec cannot even be read into the model.
+
+    Nothing is planned for it, so the running version keeps serving; availability is
+    carried over from the last status the operator wrote.
+    """
+    available = any(
+        c.get("type") == "Available" and c.get("status") == "True" for c in old.get("conditions") or []
+    )
+    verdict = Verdict(
+        invalid_spec=message,
+        aborted=False,
+        deadline_exceeded=False,
+        paused=False,
+        complete=False,
+        available=available,
+    )
+    phase = phase_of(verdict)
+    return {
+        "phase": phase,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": conditions_for(verdict, phase, message, old.get("conditions") or [], now, generation),
+    }

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -40,7 +41,7 @@ from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, Context, Evaluator, Result, base_functions
 
-__all__ = ["CompiledExpression", "ExpressionError", "compile_expression"]
+__all__ = ["Budget", "CompiledExpression", "ExpressionError", "compile_expression"]
 
 _MACRO_METHODS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _FUNCTION_MACROS = frozenset({"has", "dyn"})
@@ -182,11 +183,60 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
 _KNOWN_FUNCTIONS = frozenset(base_functions) | frozenset(_FUNCTIONS) | _FUNCTION_MACROS
 
 
+DEFAULT_MAX_OPERATIONS = 100_000
+"""Steps (nodes of the expression evaluated, macro iterations included) one evaluation may take."""
+DEFAULT_MAX_SECONDS = 2.0
+"""Seconds one evaluation may take."""
+
+
+class BudgetExceeded(Exception):
+    """An evaluation ran past its budget (never caught by cel-python's own error handling)."""
+
+
+@dataclass
+class Budget:
+    """The cost and time one evaluation may take. cel-python is a tree-walking interpreter with
+    no cost limit of its own; every node it visits is charged here, so a condition cubic in the
+    result's size (`result.map(a, result.map(b, result.map(c, a + b + c))))` stops at the budget
+    instead of running for minutes."""
+
+    max_operations: int = DEFAULT_MAX_OPERATIONS
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    used: int = 0
+    _deadline: float | None = None
+
+    def charge(self) -> None:
+        self.used += 1
+        if self.used > self.max_operations:
+            raise BudgetExceeded(f"its cost budget of {self.max_operations} operations")
+        if self.used % 256 == 0:
+            now = self.clock()
+            if self._deadline is None:
+                self._deadline = now + self.max_seconds
+            elif now > self._deadline:
+                raise BudgetExceeded(f"its time budget of {self.max_seconds:g}s")
+
+    def start(self) -> None:
+        self.used = 0
+        self._deadline = self.clock() + self.max_seconds
+
+
 class _Evaluator(Evaluator):
-    """cel-python's evaluator, with `default()` allowed to see its first argument's error."""
+    """cel-python's evaluator, with `default()` allowed to see its first argument's error,
+    charging every node it visits to a Budget."""
+
+    budget: Budget | None = None
 
     def sub_evaluator(self, ast: lark.Tree[Any]) -> Evaluator:
-        return _Evaluator(ast, activation=self.activation)
+        sub = _Evaluator(ast, activation=self.activation)
+        sub.budget = self.budget
+        return sub
+
+    def visit_children(self, tree: lark.Tree[Any]) -> list[Result]:
+        if self.budget is not None:
+            self.budget.charge()
+        return super().visit_children(tree)
 
     def function_eval(self, name_token: lark.Token, exprlist: Iterable[Result] | None = None) -> Result:
         if name_token.value == "default" and not isinstance(exprlist, CELEvalError):
@@ -204,8 +254,12 @@ class _Evaluator(Evaluator):
 
 
 class _Runner(celpy.InterpretedRunner):
+    budget: Budget | None = None
+
     def evaluate(self, context: Context) -> celtypes.Value:
-        return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+        evaluator = _Evaluator(ast=self.ast, activation=self.new_activation())
+        evaluator.budget = self.budget
+        return evaluator.evaluate(context)
 
 
 # --- compile -----------------------------------------------------------------------
@@ -370,6 +424,10 @@ def _describe(error: CELEvalError) -> str:
     return _class_names(message)
 
 
+def _size(value: object) -> int:
+    return len(value) if isinstance(value, list | dict | str) else 1
+
+
 def _to_cel(value: object) -> celtypes.Value:
     try:
         return json_to_cel(cast(Any, value))
@@ -384,17 +442,29 @@ class CompiledExpression:
     text: str
     _program: celpy.Runner
 
-    def evaluate(self, result: object) -> bool:
-        """True or false for this result; ExpressionError when it cannot be decided."""
+    def evaluate(self, result: object, budget: Budget | None = None) -> bool:
+        """True or false for this result; ExpressionError when it cannot be decided or runs past
+        its `budget` (default: DEFAULT_MAX_OPERATIONS steps, DEFAULT_MAX_SECONDS)."""
         activation = {"result": _to_cel(result)}
+        budget = budget or Budget()
+        budget.start()
+        runner = cast(_Runner, self._program)
         try:
+            runner.budget = budget
             value = self._program.evaluate(activation)
+        except BudgetExceeded as error:
+            raise ExpressionError(
+                f"condition {self.text!r} stopped: it ran past {error} "
+                f"(the result has {_size(result)} elements; simplify the condition)"
+            ) from None
         except CELEvalError as error:
             raise ExpressionError(f"condition {self.text!r}: {_describe(error)}") from None
         except ExpressionError:
             raise
         except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
             raise ExpressionError(f"condition {self.text!r}: {type(error).__name__}: {error}") from None
+        finally:
+            runner.budget = None
         if isinstance(value, CELEvalError):
             raise ExpressionError(f"condition {self.text!r}: {_describe(value)}")
         if not isinstance(value, celtypes.BoolType):

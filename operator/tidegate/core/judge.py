@@ -1,7 +1,9 @@
-"""Statistical canary judge: compare the canary's samples with the stable's (Mann-Whitney U).
+"""Statistical canary judges: compare the canary with the stable, purely.
 
-`judge_metric` decides one judged metric at one look of an analysis; `combine` turns the
-verdicts of all judged metrics into the verdict of the run. Both are pure.
+`judge_metric` decides a Mann-Whitney judged metric at one look; `judge_counts` and
+`judge_distribution` decide the sequential (anytime-valid) judges at one look, over every step
+since the run began (see "sequential judges" below); `combine` turns the verdicts of all
+judged metrics into the verdict of the run.
 
 Definitions (docs/statistical-judge.md explains them for users):
 
@@ -23,8 +25,8 @@ Definitions (docs/statistical-judge.md explains them for users):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -282,3 +284,429 @@ def _percent(value: float, *, signed: bool = True) -> str:
     if math.isinf(value):
         return "+inf" if value > 0 else "-inf"
     return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+
+
+# --- sequential judges: anytime-valid e-processes ------------------------------------------
+#
+# After Lindon, Sanden & Shirikian, "Rapid Regression Detection in Software Deployments
+# through Sequential Testing" (KDD 2022). Both judges below compute, at every look, an
+# e-process E_t over all steps since the run began: a nonnegative process with E_0 = 1 whose
+# expectation stays <= 1 at every step while the canary is no worse than the tolerance. By
+# Ville's inequality P(sup_t E_t >= 1/alpha) <= alpha, so the run may look after every
+# interval, as often as it likes, and stop at the first look with E >= 1/alpha, with the
+# false-alarm rate held at alpha = 1 - confidence. No planned-look correction is needed.
+#
+# The building block (`_ratio_log_factors`): in one step the canary has n requests and c
+# events, the stable m requests and s events. For a rate ratio r = (canary rate) / (stable
+# rate) tested against the null ratio r0, the factor
+#
+#     L(r) = (r D0 / (r0 D))^c (D0 / D)^s,    D = r n + m,  D0 = r0 n + m
+#
+# is the likelihood ratio of "the canary's share of the step's events is r n / (r n + m)"
+# against the same with r0 -- the conditional-binomial model of two Poisson counts. Its
+# expectation is exactly 1 when the counts are Poisson with ratio r0 and at most 1 when they
+# are binomial (events out of requests, log(1 + x) <= x) or the ratio is below r0; the
+# product over steps is then a test supermartingale whatever the shared rate does from one
+# step to the next (load, time of day). Mixing over alternatives r > r0 with fixed prior
+# weights (`_RATIO_GRID`, `_RATIO_WEIGHTS`) keeps that property: the mixture SPRT.
+#
+# numpy is already a dependency for the Mann-Whitney judge; the formulas are short enough
+# that no further library is used.
+
+_GRID_POINTS = 48
+_GRID_MAX = 16.0
+"""Alternatives r / r0 from just above 1 to 16x."""
+_PRIOR_LOG_SD = 0.7
+"""Half-normal prior on log(r / r0): most weight on ratios up to ~2x beyond the null."""
+
+_RATIO_STEPS = np.exp(np.linspace(math.log(1.02), math.log(_GRID_MAX), _GRID_POINTS))
+_PRIOR = np.exp(-0.5 * (np.log(_RATIO_STEPS) / _PRIOR_LOG_SD) ** 2)
+_RATIO_WEIGHTS: FloatArray = _PRIOR / _PRIOR.sum()
+"""Mixture weights over `_RATIO_STEPS` (fixed before any data: the mixture stays valid)."""
+
+DETECTABLE_FACTOR = 2.0
+"""A sequential judge passes at its last look only if a canary this many times worse than
+the null (twice the tolerated rate) would have been detected with the traffic seen;
+otherwise the data is too thin to vouch for the canary (noDataPolicy)."""
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.99)
+
+
+@dataclass(frozen=True)
+class SequentialVerdict:
+    """The verdict of a sequential judge at one look."""
+
+    phase: JudgePhase
+    e_value: float
+    """The e-process at this look (evidence against "the canary is no worse"); 1: none."""
+    threshold: float
+    """1 / alpha: the e-value at which the canary is judged worse."""
+    effect: float | None
+    """Counts: canary rate / stable rate - 1; Distribution: the largest relative slowdown
+    at the judged quantiles. None: not estimated."""
+    canary_total: float
+    """Canary requests the look saw."""
+    stable_total: float
+    """Stable requests the look saw."""
+    steps: int
+    """Steps (range-query points) with data for both versions."""
+    message: str
+    """Why, in a sentence."""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    """Further figures for the measurement's metadata (counts, quantiles)."""
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "eValue": f"{self.e_value:.4g}",
+            "threshold": f"{self.threshold:.4g}",
+            "effect": "n/a" if self.effect is None else f"{self.effect:.4g}",
+            "canaryN": f"{self.canary_total:.0f}",
+            "stableN": f"{self.stable_total:.0f}",
+            "steps": str(self.steps),
+            **self.facts,
+            "verdict": self.phase,
+        }
+
+
+CountStep = tuple[float, float]
+"""(events, requests) of one version in one step."""
+HistogramStep = Mapping[float, float]
+"""Cumulative bucket counts of one version in one step: upper bound `le` -> requests at or
+below it (+inf: all requests)."""
+
+
+def _ratio_log_factors(
+    c: FloatArray, n: FloatArray, s: FloatArray, m: FloatArray, null_ratio: float
+) -> FloatArray:
+    """log L(r) summed over steps, for every alternative r = null_ratio * _RATIO_STEPS.
+
+    Inputs are per-step arrays (canary events, canary requests, stable events, stable requests)."""
+    r = null_ratio * _RATIO_STEPS[:, None]
+    d = r * n[None, :] + m[None, :]
+    d0 = null_ratio * n + m
+    terms = c[None, :] * np.log(r * d0[None, :] / (null_ratio * d)) + s[None, :] * np.log(d0[None, :] / d)
+    return np.asarray(terms.sum(axis=1), dtype=np.float64)
+
+
+def _log_mixture(log_factors: FloatArray) -> float:
+    """log of the prior-weighted mixture of exp(log_factors) (log-sum-exp)."""
+    top = float(np.max(log_factors))
+    return top + math.log(float(np.sum(_RATIO_WEIGHTS * np.exp(log_factors - top))))
+
+
+def _clean_counts(steps: Sequence[tuple[CountStep, CountStep]]) -> tuple[FloatArray, ...]:
+    """Per-step arrays (c, n, s, m) of the steps where both versions had requests; counts
+    from `increase()` are extrapolated (not whole numbers), so they are clipped to [0, requests]."""
+    rows = [
+        (float(cs[0]), float(cs[1]), float(ss[0]), float(ss[1]))
+        for cs, ss in steps
+        if all(math.isfinite(float(x)) for x in (*cs, *ss)) and cs[1] > 0 and ss[1] > 0
+    ]
+    if not rows:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty
+    c, n, s, m = (np.asarray(column, dtype=np.float64) for column in zip(*rows, strict=True))
+    return np.clip(c, 0.0, n), n, np.clip(s, 0.0, m), m
+
+
+def _directed(
+    canary: FloatArray, canary_n: FloatArray, stable: FloatArray, stable_n: FloatArray, direction: str
+) -> list[tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
+    """The (worse, worse_n, better, better_n) orientations the direction tests: Increase, the
+    canary's rate above the stable's; Decrease, the stable's above the canary's (swapped);
+    Either, both, each e-process at half weight."""
+    up = (canary, canary_n, stable, stable_n)
+    down = (stable, stable_n, canary, canary_n)
+    return {"Increase": [up], "Decrease": [down], "Either": [up, down]}[direction]
+
+
+def _log_e(
+    orientations: Sequence[tuple[FloatArray, FloatArray, FloatArray, FloatArray]], null_ratio: float
+) -> float:
+    logs = [_log_mixture(_ratio_log_factors(*o, null_ratio)) for o in orientations]
+    top = max(logs)
+    return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+
+def _sequential_phase(
+    e_log: float,
+    power_log: float,
+    threshold: float,
+    *,
+    usable: bool,
+    final: bool,
+    no_data_policy: str,
+) -> tuple[JudgePhase, str]:
+    no_data: JudgePhase = "Failed" if no_data_policy == "Failed" else "Inconclusive"
+    if not usable:
+        return no_data, f"no steps with requests on both versions (noDataPolicy {no_data_policy})"
+    if e_log >= math.log(threshold):
+        return "Failed", "the evidence that the canary is worse reached the threshold"
+    if final and power_log < math.log(threshold):
+        return no_data, (
+            f"too little traffic to vouch for the canary: even a canary {DETECTABLE_FACTOR:g}x worse "
+            f"than tolerated would not have been detected (noDataPolicy {no_data_policy})"
+        )
+    if final:
+        return "Successful", "no evidence that the canary is worse, with enough traffic to have seen it"
+    return "Successful", "no evidence yet that the canary is worse"
+
+
+def _e_text(e_log: float) -> str:
+    return f"{math.exp(e_log):.3g}" if e_log < 700 else "+inf"
+
+
+def judge_counts(
+    steps: Sequence[tuple[CountStep, CountStep]],
+    judge: Judge,
+    *,
+    no_data_policy: str,
+    final: bool,
+) -> SequentialVerdict:
+    """The Counts judge at one look: is the canary's event rate above the stable's by more
+    than the tolerance?
+
+    `steps` are every step since the run began, (canary (events, requests), stable (events,
+    requests)) aligned by time. Failed as soon as the mixture e-process reaches 1 / alpha;
+    at the last look (`final`), Successful only when the traffic seen could have shown a
+    canary DETECTABLE_FACTOR times worse than tolerated, else `no_data_policy`.
+    """
+    threshold = 1.0 / (1.0 - judge.confidence)
+    null_ratio = 1.0 + judge.tolerance
+    c, n, s, m = _clean_counts(steps)
+    usable = c.size > 0
+    e_log = power_log = 0.0
+    effect: float | None = None
+    facts: dict[str, str] = {}
+    if usable:
+        e_log = _log_e(_directed(c, n, s, m, judge.direction), null_ratio)
+        # What the same traffic would show of a canary DETECTABLE_FACTOR times worse than tolerated.
+        bad = DETECTABLE_FACTOR * null_ratio
+        base = s.sum() / m.sum() if m.sum() > 0 else 0.0
+        hypothetical = np.minimum(n * base * bad, n)
+        if judge.direction == "Decrease":
+            c_base = c.sum() / n.sum()
+            power_log = _log_e(_directed(c, n, np.minimum(m * c_base * bad, m), m, "Decrease"), null_ratio)
+        else:
+            power_log = _log_e(_directed(hypothetical, n, s, m, "Increase"), null_ratio)
+        canary_rate, stable_rate = c.sum() / n.sum(), s.sum() / m.sum()
+        if stable_rate > 0:
+            effect = canary_rate / stable_rate - 1.0
+        elif canary_rate > 0:
+            effect = math.inf
+        else:
+            effect = 0.0
+        facts = {
+            "canaryEvents": f"{c.sum():.0f}",
+            "stableEvents": f"{s.sum():.0f}",
+            "canaryRate": f"{canary_rate:.4g}",
+            "stableRate": f"{stable_rate:.4g}",
+        }
+    phase, why = _sequential_phase(
+        e_log, power_log, threshold, usable=usable, final=final, no_data_policy=no_data_policy
+    )
+    figures = (
+        f"e={_e_text(e_log)}, threshold {threshold:g}, rate ratio "
+        f"{'n/a' if effect is None else _ratio_text(effect)} (tolerated {null_ratio:g}x), "
+        f"events {facts.get('canaryEvents', '0')}/{n.sum():.0f} canary, "
+        f"{facts.get('stableEvents', '0')}/{m.sum():.0f} stable"
+    )
+    return SequentialVerdict(
+        phase=phase,
+        e_value=math.exp(min(e_log, 700.0)),
+        threshold=threshold,
+        effect=effect,
+        canary_total=float(n.sum()),
+        stable_total=float(m.sum()),
+        steps=int(c.size),
+        message=f"{why} ({figures})",
+        facts=facts,
+    )
+
+
+def _ratio_text(effect: float) -> str:
+    return "+inf" if math.isinf(effect) else f"{1.0 + effect:.3g}x"
+
+
+def _bounds(steps: Sequence[tuple[HistogramStep, HistogramStep]]) -> list[float]:
+    """Finite bucket bounds both versions report in every step, ascending."""
+    common: set[float] | None = None
+    for canary, stable in steps:
+        bounds = {float(b) for b in canary if math.isfinite(float(b))} & {
+            float(b) for b in stable if math.isfinite(float(b))
+        }
+        common = bounds if common is None else common & bounds
+    return sorted(common or ())
+
+
+def _total(histogram: HistogramStep) -> float:
+    return float(max((v for b, v in histogram.items() if math.isinf(float(b))), default=0.0))
+
+
+def _cumulative(histogram: HistogramStep, bounds: Sequence[float]) -> FloatArray:
+    """Counts at or below each bound, made non-decreasing and clipped to the total
+    (`increase()` extrapolates each bucket on its own)."""
+    values = np.asarray([float(histogram.get(b, 0.0)) for b in bounds], dtype=np.float64)
+    return np.minimum(np.maximum.accumulate(np.maximum(values, 0.0)), _total(histogram))
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], cumulative: FloatArray, total: float) -> float:
+    """The q-quantile of a histogram by linear interpolation within its bucket, as
+    Prometheus' histogram_quantile does (the first bucket starts at 0); NaN without data,
+    the highest finite bound when the quantile lies in the +Inf bucket."""
+    if total <= 0 or not bounds:
+        return math.nan
+    rank = q * total
+    index = int(np.searchsorted(cumulative, rank, side="left"))
+    if index >= len(bounds):
+        return float(bounds[-1])
+    lower = 0.0 if index == 0 else float(bounds[index - 1])
+    below = 0.0 if index == 0 else float(cumulative[index - 1])
+    inside = float(cumulative[index]) - below
+    if inside <= 0:
+        return float(bounds[index])
+    return lower + (float(bounds[index]) - lower) * (rank - below) / inside
+
+
+def judge_distribution(
+    steps: Sequence[tuple[HistogramStep, HistogramStep]],
+    judge: Judge,
+    *,
+    no_data_policy: str,
+    final: bool,
+) -> SequentialVerdict:
+    """The Distribution judge at one look: is the canary slower than the stable, beyond the
+    tolerance, at the stable's quantiles (default p50 and p99)?
+
+    For each quantile q and each step, the bucket bound b at the stable's q-quantile is
+    chosen from the stable's buckets of the *earlier* steps only (a predictable choice: the
+    e-process stays valid), and b' is the smallest bound at least (1 + tolerance) * b. A
+    canary no slower than (1 + tolerance) times the stable, in the sense of stochastic order,
+    has at most the stable's share of requests above b beyond b'; the step's counts above
+    b' (canary) and above b (stable) enter the rate-ratio e-process with null ratio 1. The
+    quantiles' e-processes are averaged (an average of e-processes is one).
+    """
+    threshold = 1.0 / (1.0 - judge.confidence)
+    quantiles = tuple(judge.quantiles or DEFAULT_QUANTILES)
+    bounds = _bounds(steps)
+    rows = [
+        (_cumulative(cs, bounds), _total(cs), _cumulative(ss, bounds), _total(ss))
+        for cs, ss in steps
+        if _total(cs) > 0 and _total(ss) > 0
+    ]
+    usable = bool(rows) and len(bounds) > 1
+    e_log = power_log = 0.0
+    effect: float | None = None
+    facts: dict[str, str] = {}
+    if usable:
+        scale = 1.0 + judge.tolerance
+        bound_array = np.asarray(bounds)
+        per_orientation: list[float] = []
+        power_orientation: list[float] = []
+        orientations = {"Increase": [False], "Decrease": [True], "Either": [False, True]}[judge.direction]
+        for swapped in orientations:
+            per_q: list[float] = []
+            power_q: list[float] = []
+            for q in quantiles:
+                worse, worse_n, better, better_n = _exceedances(rows, bound_array, q, scale, swapped=swapped)
+                if worse.size == 0:
+                    per_q.append(0.0)
+                    power_q.append(0.0)
+                    continue
+                per_q.append(_log_mixture(_ratio_log_factors(worse, worse_n, better, better_n, 1.0)))
+                share = better.sum() / better_n.sum()
+                bad = np.minimum(worse_n * share * DETECTABLE_FACTOR, worse_n)
+                power_q.append(_log_mixture(_ratio_log_factors(bad, worse_n, better, better_n, 1.0)))
+            per_orientation.append(_log_mean(per_q))
+            power_orientation.append(_log_mean(power_q))
+        e_log = _log_mean(per_orientation)
+        power_log = _log_mean(power_orientation)
+        canary_cum = np.sum([row[0] for row in rows], axis=0)
+        stable_cum = np.sum([row[2] for row in rows], axis=0)
+        canary_total = sum(row[1] for row in rows)
+        stable_total = sum(row[3] for row in rows)
+        changes: list[float] = []
+        for q in quantiles:
+            cq = histogram_quantile(q, bounds, canary_cum, canary_total)
+            sq = histogram_quantile(q, bounds, stable_cum, stable_total)
+            label = f"p{q * 100:g}"
+            facts[f"canary{label.upper()}"] = f"{cq:.4g}"
+            facts[f"stable{label.upper()}"] = f"{sq:.4g}"
+            if sq > 0 and math.isfinite(cq):
+                changes.append(cq / sq - 1.0)
+        if changes:
+            signed = {"Increase": max(changes), "Decrease": min(changes)}.get(
+                judge.direction, max(changes, key=abs)
+            )
+            effect = signed
+    phase, why = _sequential_phase(
+        e_log, power_log, threshold, usable=usable, final=final, no_data_policy=no_data_policy
+    )
+    at = ", ".join(
+        f"p{q * 100:g} {facts.get(f'canaryP{q * 100:g}', 'n/a')} vs {facts.get(f'stableP{q * 100:g}', 'n/a')}"
+        for q in quantiles
+    )
+    canary_n = sum(row[1] for row in rows)
+    stable_n = sum(row[3] for row in rows)
+    figures = (
+        f"e={_e_text(e_log)}, threshold {threshold:g}, canary vs stable {at}, "
+        f"tolerance {judge.tolerance * 100:g}%, n={canary_n:.0f}/{stable_n:.0f}"
+    )
+    return SequentialVerdict(
+        phase=phase,
+        e_value=math.exp(min(e_log, 700.0)),
+        threshold=threshold,
+        effect=effect,
+        canary_total=float(canary_n),
+        stable_total=float(stable_n),
+        steps=len(rows),
+        message=f"{why} ({figures})",
+        facts=facts,
+    )
+
+
+def _log_mean(logs: Sequence[float]) -> float:
+    top = max(logs)
+    return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+
+def _exceedances(
+    rows: Sequence[tuple[FloatArray, float, FloatArray, float]],
+    bounds: FloatArray,
+    q: float,
+    scale: float,
+    *,
+    swapped: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Per step: requests of the judged version above b' and its total, requests of the
+    reference version above b and its total, with b the reference's q-quantile bound from
+    the earlier steps and b' the smallest bound >= scale * b. Steps before the reference
+    has any data, or whose b or b' would be beyond the last finite bound, are left out."""
+    worse: list[float] = []
+    worse_n: list[float] = []
+    better: list[float] = []
+    better_n: list[float] = []
+    pooled = np.zeros(bounds.size)
+    pooled_total = 0.0
+    for canary_cum, canary_total, stable_cum, stable_total in rows:
+        if swapped:
+            judged_cum, judged_total, ref_cum, ref_total = stable_cum, stable_total, canary_cum, canary_total
+        else:
+            judged_cum, judged_total, ref_cum, ref_total = canary_cum, canary_total, stable_cum, stable_total
+        if pooled_total > 0:
+            b = int(np.searchsorted(pooled, q * pooled_total, side="left"))
+            if b < bounds.size:
+                b_shifted = int(np.searchsorted(bounds, bounds[b] * scale * (1 - 1e-12), side="left"))
+                if b_shifted < bounds.size:
+                    worse.append(judged_total - float(judged_cum[b_shifted]))
+                    worse_n.append(judged_total)
+                    better.append(ref_total - float(ref_cum[b]))
+                    better_n.append(ref_total)
+        pooled = pooled + ref_cum
+        pooled_total += ref_total
+    return (
+        np.clip(np.asarray(worse, dtype=np.float64), 0.0, None),
+        np.asarray(worse_n, dtype=np.float64),
+        np.clip(np.asarray(better, dtype=np.float64), 0.0, None),
+        np.asarray(better_n, dtype=np.float64),
+    )

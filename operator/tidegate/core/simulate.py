@@ -46,6 +46,7 @@ from tidegate.core.planner import (
     canary_replicas_for_weight,
     percent_of,
 )
+from tidegate.core.traffic import max_weight
 
 __all__ = [
     "AnalysisWindow",
@@ -143,7 +144,7 @@ class Timeline:
     strategy: Literal["canary", "blueGreen"]
     replicas: int
     traffic_router: str | None
-    """`istio`, or None (canary: pod counts split the traffic; blue-green: Service switch)."""
+    """`istio`, `gatewayAPI`, or None (canary: pod counts split the traffic; blue-green: Service switch)."""
     rows: tuple[Row, ...]
     total: float
     """Minimum seconds to full promotion: timed pauses and known analysis windows."""
@@ -193,9 +194,16 @@ def metric_window(metric: Metric, args: Mapping[str, str] | None = None) -> tupl
     (130.0, None)
     """
     try:
-        initial = parse_duration(metric.initial_delay) if metric.initial_delay is not None else 0.0
-        interval = parse_duration(metric.interval) if metric.interval is not None else None
-    except DurationError as exc:
+        given = args or {}
+        delay = (
+            render_query(str(metric.initial_delay), given, escape="none") if metric.initial_delay else None
+        )
+        every = (
+            render_query(str(metric.interval), given, escape="none") if metric.interval is not None else None
+        )
+        initial = parse_duration(delay) if delay is not None else 0.0
+        interval = parse_duration(every) if every is not None else None
+    except (DurationError, ArgumentError) as exc:
         return None, f"metric {metric.name}: {exc}"
     count, why = _resolve_count(metric.count, args or {})
     if why is not None:
@@ -263,13 +271,17 @@ def _describe_step(step: CanaryStep) -> str:
             return f"setHeaderRoute {route.name} (removed)"
         matches = []
         for m in route.match:
-            hv = m.header_value
+            condition = m.condition()
+            if condition is None:
+                continue
+            where, name, hv = condition
+            name = f"?{name}" if where == "queryParam" else name
             if hv.exact is not None:
-                matches.append(f"{m.header_name}={hv.exact}")
+                matches.append(f"{name}={hv.exact}")
             elif hv.prefix is not None:
-                matches.append(f"{m.header_name}^={hv.prefix}")
+                matches.append(f"{name}^={hv.prefix}")
             else:
-                matches.append(f"{m.header_name}~={hv.regex}")
+                matches.append(f"{name}~={hv.regex}")
         return f"setHeaderRoute {route.name} ({', '.join(matches)})"
     if step.analysis is not None:
         return "analysis " + ", ".join(t.template_name for t in step.analysis.templates)
@@ -290,7 +302,7 @@ def _kind(step: CanaryStep) -> RowKind:
 
 def _router(canary: CanaryStrategy) -> str | None:
     routing = canary.traffic_routing
-    return "istio" if routing is not None and routing.istio is not None else None
+    return routing.router() if routing is not None else None
 
 
 class _BasicCanary:
@@ -365,14 +377,15 @@ def _simulate_canary(
     starts: list[float] = []
     for i, step in enumerate(steps):
         weight = _weight_at(steps, i)
-        scale = _canary_scale_at(steps, i, replicas)
+        top = max_weight(canary)
+        scale = _canary_scale_at(steps, i, replicas, top)
         step_notes: list[str] = []
         if basic is None:
-            canary_pods = scale if scale is not None else canary_replicas_for_weight(weight, replicas)
+            canary_pods = scale if scale is not None else canary_replicas_for_weight(weight, replicas, top)
             stable_pods = replicas
             if canary.dynamic_stable_scale:
                 # The planner keeps as many stable pods as the stable's share of traffic needs.
-                stable_pods = canary_replicas_for_weight(100 - weight, replicas)
+                stable_pods = canary_replicas_for_weight(top - weight, replicas, top)
         else:
             before = basic.canary_pods + basic.stable_pods
             peak = basic.move_to(weight, scale)
@@ -417,13 +430,14 @@ def _simulate_canary(
 
     # After the last step the planner scales both versions to full size, moves all
     # traffic, makes the new version stable, then retires the old one.
-    rows.append(Row("promote", "promote: all traffic to the new version", 100, replicas, replicas, t))
-    delay = canary.scale_down_delay_seconds
+    full = max_weight(canary)
+    rows.append(Row("promote", "promote: all traffic to the new version", full, replicas, replicas, t))
+    delay = canary.scale_down_delay()
     rows.append(
         Row(
             "scaleDown",
             "scale down the previous version",
-            100,
+            full,
             replicas,
             0,
             t + delay,

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -37,10 +40,17 @@ from tidegate.core.assessment import compile_conditions
 from tidegate.core.model import ROLLOUT_LABEL
 from tidegate.k8s.client import ApiException, Clients, call
 from tidegate.metrics import (
+    JobApi,
+    JobApiError,
+    JobMetricProvider,
     MeasurementError,
+    Outbound,
     PrometheusMetricProvider,
+    RunRef,
     SecretReader,
     UnknownProviderError,
+    default_outbound,
+    jobs_dropped,
     provider_for,
 )
 
@@ -49,6 +59,7 @@ __all__ = [
     "PLURAL",
     "VERSION",
     "AnalysisSpecError",
+    "KubeJobApi",
     "KubeSecretReader",
     "StepOutcome",
     "build_analysis_run",
@@ -56,6 +67,7 @@ __all__ = [
     "list_analysis_runs",
     "prune_analysis_runs",
     "read_template",
+    "read_templates",
     "step_analysis_run",
     "terminate_analysis_run",
 ]
@@ -68,6 +80,9 @@ FIELD_MANAGER = "tidegate"
 REDACTED = "<redacted>"
 
 Clock = Callable[[], datetime]
+
+_CONDITIONS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="conditions")
+"""Where success and failure conditions are evaluated (two at a time, whatever the number of runs)."""
 
 
 def _utc_now() -> datetime:
@@ -119,6 +134,24 @@ async def read_template(clients: Clients, namespace: str, ref: AnalysisTemplateR
     return TemplateSource(name=ref.template_name, spec=spec, cluster_scope=ref.cluster_scope)
 
 
+async def read_templates(
+    clients: Clients, namespace: str, refs: Sequence[AnalysisTemplateRef]
+) -> list[TemplateSource]:
+    """The templates `refs` name and, level by level, those their `spec.templates` name
+    (read once each), in the order `runs.flatten_templates` merges them."""
+    found: dict[runs.TemplateKey, TemplateSource] = {}
+    wanted = list(refs)
+    while wanted:
+        fresh = list(
+            {runs.template_key(ref): ref for ref in wanted if runs.template_key(ref) not in found}.values()
+        )
+        sources = await asyncio.gather(*(read_template(clients, namespace, ref) for ref in fresh))
+        for ref, source in zip(fresh, sources, strict=True):
+            found[runs.template_key(ref)] = source
+        wanted = [inner for source in sources for inner in source.spec.templates]
+    return runs.flatten_templates(refs, found)
+
+
 async def build_analysis_run(
     clients: Clients,
     rollout: Rollout,
@@ -136,7 +169,7 @@ async def build_analysis_run(
     a metric defined twice.
     """
     namespace = rollout.metadata.namespace or "default"
-    sources = await asyncio.gather(*(read_template(clients, namespace, ref) for ref in analysis.templates))
+    sources = await read_templates(clients, namespace, analysis.templates)
     merged = runs.merge_templates(sources)
     document = rollout.model_dump(by_alias=True, mode="json", exclude_none=True)
     args = runs.resolve_args(merged.args, analysis.args, rollout=document, pod_hashes=pod_hashes)
@@ -218,13 +251,31 @@ async def list_analysis_runs(clients: Clients, namespace: str, rollout_name: str
 
 
 async def prune_analysis_runs(
-    clients: Clients, namespace: str, rollout_name: str, keep_per_phase: int = 3
+    clients: Clients,
+    namespace: str,
+    rollout_name: str,
+    keep_per_phase: int = 3,
+    known: list[dict[str, Any]] | None = None,
+    limits: tuple[int, int] | None = None,
 ) -> list[str]:
-    """Delete the oldest finished runs beyond `keep_per_phase` per outcome; never a running one.
+    """Delete the oldest finished runs beyond `keep_per_phase` per outcome (or beyond the
+    Rollout's `limits`: successful, unsuccessful); never a running one.
 
+    `known`: the Rollout's runs as the operator's cache holds them (else they are listed).
     Returns the names deleted.
     """
-    doomed = runs.prunable_runs(await list_analysis_runs(clients, namespace, rollout_name), keep_per_phase)
+    if known is None:
+        known = await list_analysis_runs(clients, namespace, rollout_name)
+    ordered = sorted(
+        known,
+        key=lambda run: (run["metadata"].get("creationTimestamp") or "", run["metadata"].get("name") or ""),
+    )
+    if limits is not None:
+        from tidegate.core.housekeeping import runs_beyond_history
+
+        doomed = runs_beyond_history(ordered, *limits)
+    else:
+        doomed = runs.prunable_runs(ordered, keep_per_phase)
     deleted: list[str] = []
     for name in doomed:
         try:
@@ -316,13 +367,70 @@ def _pod_hashes(metadata: Mapping[str, Any]) -> dict[str, str]:
 def _problems(spec: AnalysisRunSpec, pod_hashes: Mapping[str, str]) -> dict[str, str]:
     problems = runs.metric_problems(spec, pod_hashes=pod_hashes)
     for metric in spec.metrics:
-        if metric.name in problems or metric.judge is not None:
+        if metric.name in problems or metric.judge is not None or _is_job(metric):
             continue
         try:
             provider_for(metric)
         except UnknownProviderError as error:
             problems[metric.name] = str(error)
     return problems
+
+
+def _is_job(metric: Metric) -> bool:
+    return metric.provider is not None and metric.provider.job is not None
+
+
+class KubeJobApi:
+    """Jobs through the batch/v1 API, as plain JSON (the Job is sent as the template wrote it)."""
+
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._api: Any = None
+
+    @property
+    def _batch(self) -> Any:
+        if self._api is None:  # built on first use: most runs measure no Job
+            from kubernetes.client import BatchV1Api
+
+            self._api = BatchV1Api(self._clients.api)
+        return self._api
+
+    @staticmethod
+    def _refused(error: ApiException) -> JobApiError:
+        try:
+            message = json.loads(error.body or "{}").get("message") or error.reason
+        except ValueError:
+            message = error.reason
+        return JobApiError(f"HTTP {error.status}: {message}", status=error.status)
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = await call(
+                self._batch.create_namespaced_job,
+                namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            raise self._refused(error) from None
+        return cast(dict[str, Any], json.loads(cast(Any, answer).data))
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            answer = await call(self._batch.read_namespaced_job, name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise self._refused(error) from None
+        return cast(dict[str, Any], json.loads(cast(Any, answer).data))
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await call(self._batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
+        except ApiException as error:
+            if error.status != 404:
+                raise self._refused(error) from None
 
 
 class _Scrubber:
@@ -337,7 +445,21 @@ class _Scrubber:
         for secret in sorted(self.secrets, key=len, reverse=True):
             if len(secret) >= 4:
                 text = text.replace(secret, REDACTED)
+                # A secret URL is named in messages without its query string: that part too.
+                address = secret.split("?", 1)[0].split("#", 1)[0]
+                if len(address) >= 4 and "://" in address:
+                    text = text.replace(address, REDACTED)
         return text
+
+
+def _carries_secret(metric: Metric, args: Sequence[Argument]) -> bool:
+    """Whether a measurement of `metric` sends a Secret: a secretKeyRef argument it uses."""
+    by_name = {arg.name: arg for arg in args}
+    return any(
+        (by_name[name].value_from or {}).get("secretKeyRef") is not None
+        for name in runs.used_args(metric)
+        if name in by_name and by_name[name].value is None
+    )
 
 
 async def _argument_values(
@@ -363,6 +485,38 @@ async def _argument_values(
     return values
 
 
+async def _judged_data(
+    metric: Metric,
+    run_started: datetime,
+    now: datetime,
+    pod_hashes: Mapping[str, str],
+    secrets: SecretReader,
+    args: Mapping[str, str],
+    *,
+    spec_args: Sequence[Argument],
+    transport: httpx.AsyncBaseTransport | None,
+) -> tuple[runs.JudgeData, runs.JudgeData]:
+    """The judged metric's data for (canary, stable): its range queries over
+    `runs.judged_window` (from the run's start), once per version."""
+    assert metric.judge is not None and metric.provider is not None  # see _problems
+    assert metric.provider.prometheus is not None
+    spec = metric.provider.prometheus
+    span = runs.judged_window(metric, run_started, now)
+    if span is None:
+        return [], []
+    start, end = span[0].timestamp(), span[1].timestamp()
+    outbound = default_outbound().with_secrets(_carries_secret(metric, spec_args))
+    prometheus = PrometheusMetricProvider(transport=transport, outbound=_transported(outbound, transport))
+
+    async def series(query: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        return await prometheus.query_range_series(
+            spec, secrets, args=args, query=query, start=start, end=end
+        )
+
+    answers = await asyncio.gather(*(series(query) for query in runs.judge_queries(metric, pod_hashes)))
+    return runs.judge_data(metric, answers)
+
+
 async def _measure(
     metric: Metric,
     result: MetricResult,
@@ -370,31 +524,41 @@ async def _measure(
     pod_hashes: Mapping[str, str],
     secrets: SecretReader,
     *,
+    run_started: datetime,
     clock: Clock,
     transport: httpx.AsyncBaseTransport | None,
+    run: RunRef,
+    jobs: JobMetricProvider,
 ) -> Measurement:
     started = clock()
     scrub = _Scrubber()
     try:
         args = await _argument_values(metric, spec.args, secrets, scrub)
+        if _is_job(metric):
+            last = result.measurements[-1] if result.measurements else None
+            if last is not None and last.phase in runs.IN_PROGRESS:
+                measured = await jobs.resume(run, metric, last, started)
+            else:
+                # Argo's getJobIDSuffix: every measurement so far, errors too, plus one.
+                measured = await jobs.run(run, metric, result.count + result.error + 1, args, started)
+            return measured.model_copy(update={"message": scrub(measured.message)})
         if metric.judge is not None:
-            assert metric.provider is not None and metric.provider.prometheus is not None  # see _problems
-            prometheus = PrometheusMetricProvider(transport=transport)
-            canary, stable = await asyncio.gather(
-                *(
-                    prometheus.query_range(
-                        metric.provider.prometheus,
-                        secrets,
-                        args=args,
-                        query=runs.judge_query(metric, pod_hashes[which]),
-                    )
-                    for which in ("Latest", "Stable")
-                )
+            canary, stable = await _judged_data(
+                metric,
+                run_started,
+                started,
+                pod_hashes,
+                secrets,
+                args,
+                spec_args=spec.args,
+                transport=transport,
             )
             return runs.judged_measurement(
                 metric, result, canary, stable, started_at=started, finished_at=clock()
             )
-        answer = await provider_for(metric, transport=transport).measure(metric, args, secrets)
+        outbound = default_outbound().with_secrets(_carries_secret(metric, spec.args))
+        provider = provider_for(metric, outbound=_transported(outbound, transport))
+        answer = await provider.measure(metric, args, secrets)
     except Exception as error:  # a measurement that cannot be taken is an Error measurement
         what = (
             str(error)
@@ -409,16 +573,27 @@ async def _measure(
             started_at=runs.timestamp(started),
             finished_at=runs.timestamp(clock()),
         )
-    return runs.measurement_of(
-        metric,
-        compile_conditions(metric),
-        value=answer.value,
-        text=scrub(answer.text) or "",
-        error=scrub(answer.error),
-        no_data=answer.no_data,
-        started_at=started,
-        finished_at=clock(),
+    finished = clock()
+    # The conditions run in a thread of their own pool, never on the event loop: a costly one
+    # (bounded by its expressions.Budget) slows no other Rollout and no health probe.
+    return await asyncio.get_running_loop().run_in_executor(
+        _CONDITIONS,
+        functools.partial(
+            runs.measurement_of,
+            metric,
+            compile_conditions(metric),
+            value=answer.value,
+            text=scrub(answer.text) or "",
+            error=scrub(answer.error),
+            no_data=answer.no_data,
+            started_at=started,
+            finished_at=finished,
+        ),
     )
+
+
+def _transported(outbound: Outbound, transport: httpx.AsyncBaseTransport | None) -> Outbound:
+    return outbound if transport is None else replace(outbound, transport=transport)
 
 
 class _Conflict(Exception):
@@ -497,6 +672,17 @@ class _StatusWriter:
         self._version = metadata.get("resourceVersion")
 
 
+async def _stop_in_flight(
+    spec: AnalysisRunSpec, status: AnalysisRunStatus, run: RunRef, jobs: JobMetricProvider, now: datetime
+) -> AnalysisRunStatus:
+    """Stop the measurements still in progress (delete their Jobs): the run was told to stop or
+    has its verdict (Argo's runMeasurements, terminating)."""
+    for metric, measurement in runs.in_flight(spec, status):
+        stopped = await jobs.terminate(run, measurement, now)
+        status = runs.add_measurement(spec, status, metric, stopped)
+    return status
+
+
 CONFLICT_RETRY = 0.2
 """Seconds before stepping again when the run changed under a step."""
 
@@ -509,6 +695,7 @@ async def step_analysis_run(
     clock: Clock = _utc_now,
     transport: httpx.AsyncBaseTransport | None = None,
     secrets: SecretReader | None = None,
+    job_api: JobApi | None = None,
 ) -> StepOutcome:
     """One pass over a run: start it, measure the metrics that are due, conclude, write status.
 
@@ -547,50 +734,65 @@ async def step_analysis_run(
             return StepOutcome(delay=CONFLICT_RETRY, phase=raw_status.get("phase"))
         return StepOutcome(delay=None, phase=status.phase, message=status.message, finished_now=True)
 
-    pod_hashes = _pod_hashes(body.get("metadata") or {})
-    status = runs.start(spec, status, now, _problems(spec, pod_hashes))
-    status = runs.conclude(spec, status, terminated=spec.terminate)
-    if not runs.is_finished(status.phase):
-        due = runs.due_metrics(spec, status, now)
-        if due:
-            # Show Running (startedAt) before the first, possibly slow, measurements.
-            try:
-                await writer.write(status)
-            except _Conflict:
-                return StepOutcome(delay=CONFLICT_RETRY, phase=raw_status.get("phase"))
-            reader = secrets or KubeSecretReader(clients, namespace)
-            results = {result.name: result for result in status.metric_results}
-            measurements = await asyncio.gather(
-                *(
-                    _measure(
-                        metric,
-                        results[metric.name],
-                        spec,
-                        pod_hashes,
-                        reader,
-                        clock=clock,
-                        transport=transport,
-                    )
-                    for metric in due
+    before = status
+    metadata = body.get("metadata") or {}
+    pod_hashes = _pod_hashes(metadata)
+    problems = _problems(spec, pod_hashes)
+    run = RunRef(name=name, namespace=namespace, uid=str(metadata.get("uid") or ""))
+    job_calls = job_api or KubeJobApi(clients)
+    jobs = JobMetricProvider(job_calls)
+    if spec.terminate and runs.in_flight(spec, status):
+        status = await _stop_in_flight(spec, runs.start(spec, status, now, problems), run, jobs, now)
+    status, due = runs.begin_step(spec, status, now, problems)
+    if due:
+        # Show Running (startedAt) before the first, possibly slow, measurements.
+        try:
+            await writer.write(status)
+        except _Conflict:
+            return StepOutcome(delay=CONFLICT_RETRY, phase=raw_status.get("phase"))
+        reader = secrets or KubeSecretReader(clients, namespace)
+        results = {result.name: result for result in status.metric_results}
+        run_started = runs.run_started(status, now)
+        measurements = await asyncio.gather(
+            *(
+                _measure(
+                    metric,
+                    results[metric.name],
+                    spec,
+                    pod_hashes,
+                    reader,
+                    run_started=run_started,
+                    clock=clock,
+                    transport=transport,
+                    run=run,
+                    jobs=jobs,
                 )
+                for metric in due
             )
-            for metric, measurement in zip(due, measurements, strict=True):
-                log.debug(
-                    "analysisrun %s/%s metric %s: %s %s",
-                    namespace,
-                    name,
-                    metric.name,
-                    measurement.phase,
-                    measurement.value,
-                )
-                status = runs.add_measurement(spec, status, metric, measurement)
-            status = runs.conclude(spec, status)
+        )
+        for metric, measurement in zip(due, measurements, strict=True):
+            log.debug(
+                "analysisrun %s/%s metric %s: %s %s",
+                namespace,
+                name,
+                metric.name,
+                measurement.phase,
+                measurement.value,
+            )
+        status = runs.finish_step(spec, status, list(zip(due, measurements, strict=True)))
+    if runs.is_finished(status.phase) and runs.in_flight(spec, status):
+        status = await _stop_in_flight(spec, status, run, jobs, clock())
     try:
         await writer.write(status)
     except _Conflict:
         # Changed meanwhile (terminate, an edit): measurements taken now are dropped and
         # taken again by the next step, which sees the change.
         return StepOutcome(delay=CONFLICT_RETRY, phase=raw_status.get("phase"))
+    for job_namespace, job in jobs_dropped(before.metric_results, status.metric_results):
+        try:  # best effort: a Job left behind still goes with the run
+            await job_calls.delete(job_namespace or namespace, job)
+        except JobApiError as error:
+            log.warning("analysisrun %s/%s: cannot delete job %s: %s", namespace, name, job, error)
     if runs.is_finished(status.phase):
         return StepOutcome(delay=None, phase=status.phase, message=status.message, finished_now=True)
     later = clock()

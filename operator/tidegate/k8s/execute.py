@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, assert_never
 
 from tidegate.api.rollout import Rollout
+from tidegate.core import conditions
 from tidegate.core.hashing import HASH_LABEL
 from tidegate.core.model import (
+    ANALYSIS_BLOCKED,
     REVISION_ANNOTATION,
     ROLLOUT_LABEL,
     SCALE_DOWN_AT_ANNOTATION,
@@ -20,20 +25,38 @@ from tidegate.core.model import (
     Plan,
     ReplacePod,
     RouterState,
+    ScaleDeployment,
     ScaleReplicaSet,
+    SetPodMetadata,
     SetServiceSelector,
     SetTraffic,
     TerminateAnalysisRun,
+    TrafficRouter,
 )
 from tidegate.core.patches import merge_patch
 from tidegate.core.planner import iso
-from tidegate.k8s.client import ApiException, Clients, call
-from tidegate.routers import TrafficRouter
+from tidegate.k8s.cache import Cache
+from tidegate.k8s.client import ApiException, Clients, call, create_raw, refusal
 
 GROUP, VERSION = "tidegate.io", "v1alpha1"
 FIELD_MANAGER = "tidegate"
 
+Hook = Callable[[], Awaitable[None]]
 EventSink = Callable[[Event], Awaitable[None]]
+
+
+class StatusConflict(Exception):
+    """The Rollout changed since the pass read it (409): re-read and plan again."""
+
+
+@dataclass
+class Outcome:
+    """What a pass wrote: the status patch (empty: none) and the Events to post after it."""
+
+    patch: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    written: dict[str, Any] | None = None
+    """The Rollout as the API server answered the status write."""
 
 
 def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, Any]:
@@ -41,7 +64,7 @@ def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, An
     meta = template.setdefault("metadata", {})
     labels = {**(meta.get("labels") or {}), HASH_LABEL: action.pod_hash}
     meta["labels"] = labels
-    selector = {**rollout.spec.selector.match_labels, HASH_LABEL: action.pod_hash}
+    selector = {**rollout.spec.pod_selector.match_labels, HASH_LABEL: action.pod_hash}
     return {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
@@ -67,8 +90,8 @@ def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, An
             "selector": {
                 "matchLabels": selector,
                 **(
-                    {"matchExpressions": [e.wire() for e in rollout.spec.selector.match_expressions]}
-                    if rollout.spec.selector.match_expressions
+                    {"matchExpressions": [e.wire() for e in rollout.spec.pod_selector.match_expressions]}
+                    if rollout.spec.pod_selector.match_expressions
                     else {}
                 ),
             },
@@ -82,92 +105,176 @@ def status_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merge_patch(old, new)
 
 
+def _json(response: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(response.data)
+    return body
+
+
 async def execute(
     clients: Clients,
+    cache: Cache,
     rollout: Rollout,
-    raw_status: dict[str, Any],
+    raw: dict[str, Any],
     plan: Plan,
     router: TrafficRouter,
     emit: EventSink,
-) -> dict[str, Any]:
-    """Apply the plan; returns the status patch that was written (empty: nothing changed)."""
+    before_status_write: Hook | None = None,
+) -> Outcome:
+    """Apply the plan's actions in order, then write the status diff guarded by resourceVersion.
+
+    An Event that tells of an action (Event.action) is posted once that action is done; the
+    others tell of decisions recorded in status, so they are collected and the caller posts
+    them once the status write has succeeded: a pass planned again after a conflict never
+    posts them twice, nor those of the plan it threw away. Every write's answer goes into
+    the cache at once (read-your-writes).
+    """
     namespace = rollout.metadata.namespace or "default"
     status = copy.deepcopy(plan.status)
+    events: list[Event] = []
     for action in plan.actions:
         if isinstance(action, CreateReplicaSet):
             try:
-                await call(
-                    clients.apps.create_namespaced_replica_set,
-                    namespace,
+                created = await call(
+                    create_raw,
+                    clients,
+                    f"/apis/apps/v1/namespaces/{namespace}/replicasets",
                     replica_set_body(rollout, action),
-                    field_manager=FIELD_MANAGER,
+                    FIELD_MANAGER,
                 )
+                cache.put(cache.replicasets, created)
             except ApiException as exc:
-                if exc.status != 409:
-                    raise
+                if exc.status == 409:
+                    continue  # made already (by our previous pass): the cache catches up
+                if exc.status is None or not 400 <= exc.status < 500 or exc.status == 429:
+                    raise  # the API server's trouble, not the spec's: try again
+                # Refused for what the template says: say so, and do nothing more this pass,
+                # so the running version keeps serving as it is.
+                message = (
+                    f"invalid spec: the API server refused ReplicaSet {action.name}: {refusal(exc)} "
+                    "(the running version keeps serving)"
+                )
+                now = iso(datetime.now(UTC))
+                status.update(
+                    conditions.invalid_spec_status(message, status, now, rollout.metadata.generation)
+                )
+                events.append(Event("InvalidSpec", message, "Warning"))
+                break
         elif isinstance(action, ScaleReplicaSet):
-            await call(
+            scaled = await call(
                 clients.apps.patch_namespaced_replica_set,
                 action.name,
                 namespace,
                 {"spec": {"replicas": action.replicas}},
                 field_manager=FIELD_MANAGER,
+                _preload_content=False,
             )
+            cache.put(cache.replicasets, _json(scaled))
         elif isinstance(action, MarkScaleDown):
             value = iso(action.at) if action.at is not None else None
-            await call(
+            marked = await call(
                 clients.apps.patch_namespaced_replica_set,
                 action.name,
                 namespace,
                 {"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: value}}},
                 field_manager=FIELD_MANAGER,
+                _preload_content=False,
+            )
+            cache.put(cache.replicasets, _json(marked))
+        elif isinstance(action, ScaleDeployment):
+            # The Deployment's watch brings the change to the cache.
+            await call(
+                clients.apps.patch_namespaced_deployment_scale,
+                action.name,
+                namespace,
+                {"spec": {"replicas": action.replicas}},
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
             )
         elif isinstance(action, DeleteReplicaSet):
             await call(clients.apps.delete_namespaced_replica_set, action.name, namespace)
         elif isinstance(action, SetServiceSelector):
-            await call(
+            switched = await call(
                 clients.core.patch_namespaced_service,
                 action.service,
                 namespace,
                 {"spec": {"selector": {HASH_LABEL: action.pod_hash}}},
                 field_manager=FIELD_MANAGER,
+                _preload_content=False,
             )
+            cache.put(cache.services, _json(switched))
         elif isinstance(action, SetTraffic):
             state = await router.apply(action)
             _record_weights(status, state, action)
         elif isinstance(action, Event):
-            await emit(action)
+            if action.action:
+                await emit(action)
+            else:
+                events.append(action)
         elif isinstance(action, CreateAnalysisRun):
-            await _create_run(clients, rollout, action, status, emit)
+            await _create_run(clients, rollout, action, status, events)
         elif isinstance(action, TerminateAnalysisRun):
             from tidegate.k8s.analysis import terminate_analysis_run
 
             await terminate_analysis_run(clients, namespace, action.name)
+        elif isinstance(action, SetPodMetadata):
+            await _set_pod_metadata(clients, cache, rollout, namespace, action)
         elif isinstance(action, ReplacePod):
             from tidegate.k8s.restart import evict_one
 
             await evict_one(clients, namespace, action)
+        else:
+            assert_never(action)
+    raw_status = raw.get("status") or {}
     if status.get("phase") == "Healthy" and raw_status.get("phase") != "Healthy":
         from tidegate.k8s.analysis import prune_analysis_runs
 
-        await prune_analysis_runs(clients, namespace, rollout.metadata.name or "")
+        name = rollout.metadata.name or ""
+        known = cache.owned(cache.analysisruns, namespace, name)
+        history = rollout.spec.analysis
+        limits = (
+            (history.successful_run_history_limit, history.unsuccessful_run_history_limit)
+            if history is not None
+            else (5, 5)  # Argo Rollouts' DefaultAnalysisRun(Uns|S)uccessfulHistoryLimit
+        )
+        await prune_analysis_runs(clients, namespace, name, known=known, limits=limits)
     patch = status_diff(raw_status, status)
+    written = None
     if patch:
-        await call(
+        if before_status_write is not None:
+            await before_status_write()
+        written = await write_status(clients, raw, patch)
+    return Outcome(patch, events, written)
+
+
+async def write_status(clients: Clients, raw: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch of status carrying the resourceVersion it was planned from.
+
+    The API server refuses it with 409 when the Rollout changed since (an abort written
+    meanwhile, say), which raises StatusConflict: nothing written by another client
+    between our read and our write is ever overwritten.
+    """
+    meta = raw.get("metadata") or {}
+    try:
+        response = await call(
             clients.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
-            namespace,
+            meta.get("namespace"),
             "rollouts",
-            rollout.metadata.name,
-            {"status": patch},
+            meta.get("name"),
+            {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch},
             field_manager=FIELD_MANAGER,
+            _preload_content=False,
         )
-    return patch
+    except ApiException as exc:
+        if exc.status == 409:
+            raise StatusConflict(str(meta.get("resourceVersion"))) from exc
+        raise
+    return _json(response)
 
 
 async def _create_run(
-    clients: Clients, rollout: Rollout, action: CreateAnalysisRun, status: dict[str, Any], emit: EventSink
+    clients: Clients, rollout: Rollout, action: CreateAnalysisRun, status: dict[str, Any], events: list[Event]
 ) -> None:
     """Build the run from its templates; a reference that cannot be resolved is an InvalidSpec."""
     from tidegate.core.analysis_run import AnalysisSpecError
@@ -184,16 +291,56 @@ async def _create_run(
         )
     except AnalysisSpecError as exc:
         message = f"invalid spec: analysis {action.kind}: {exc} (the running version keeps serving)"
-        status["phase"] = "Degraded"
-        status["message"] = message
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "InvalidSpec":
-                cond.update(status="True", reason="InvalidSpec", message=message)
-            elif cond.get("type") in ("Ready", "Healthy"):
-                cond.update(status="False", reason="Degraded", message=message)
-        await emit(Event("InvalidSpec", message, "Warning"))
+        # Only known after reading the templates: the conditions still come from core/conditions.
+        now = iso(datetime.now(UTC))
+        status.update(conditions.invalid_spec_status(message, status, now, rollout.metadata.generation))
+        status[ANALYSIS_BLOCKED] = str(exc)  # the planner holds the canary at 0% meanwhile
+        events.append(Event("InvalidSpec", message, "Warning"))
         return
     await create_analysis_run(clients, body)
+    status.pop(ANALYSIS_BLOCKED, None)  # made: the canary may have its traffic again
+
+
+async def _set_pod_metadata(
+    clients: Clients, cache: Cache, rollout: Rollout, namespace: str, action: SetPodMetadata
+) -> None:
+    """The role's labels and annotations on the ReplicaSet's template, then on its running
+    pods, in place (Argo Rollouts' syncEphemeralMetadata): no pod restarts."""
+    meta: dict[str, Any] = {}
+    if action.labels:
+        meta["labels"] = dict(action.labels)
+    if action.annotations:
+        meta["annotations"] = dict(action.annotations)
+    patched = await call(
+        clients.apps.patch_namespaced_replica_set,
+        action.replica_set,
+        namespace,
+        {"spec": {"template": {"metadata": meta}}},
+        field_manager=FIELD_MANAGER,
+        _preload_content=False,
+    )
+    cache.put(cache.replicasets, _json(patched))
+    selector = ",".join(
+        f"{k}={v}"
+        for k, v in sorted({**rollout.spec.pod_selector.match_labels, HASH_LABEL: action.pod_hash}.items())
+    )
+    listed = await call(
+        clients.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
+    )
+    for pod in _json(listed).get("items") or []:
+        name = (pod.get("metadata") or {}).get("name")
+        try:
+            await call(
+                clients.core.patch_namespaced_pod,
+                name,
+                namespace,
+                {"metadata": meta},
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # a pod gone meanwhile has nothing to change
+                raise
 
 
 def _record_weights(status: dict[str, Any], state: RouterState, action: SetTraffic) -> None:
@@ -204,5 +351,5 @@ def _record_weights(status: dict[str, Any], state: RouterState, action: SetTraff
     weights["verified"] = bool(
         state.ok
         and state.canary_weight == action.canary_weight
-        and state.stable_weight == 100 - action.canary_weight
+        and state.stable_weight + state.additional_weight == action.max_weight - action.canary_weight
     )

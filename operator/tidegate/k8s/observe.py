@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from tidegate.api.meta import LabelSelector
 from tidegate.api.rollout import Rollout
+from tidegate.core.analysis_run import KIND_LABEL
 from tidegate.core.hashing import HASH_LABEL, pod_template_hash
 from tidegate.core.model import (
     REVISION_ANNOTATION,
-    ROLLOUT_LABEL,
     SCALE_DOWN_AT_ANNOTATION,
     AnalysisRunInfo,
     ObservedState,
     ReplicaSetInfo,
     ServiceInfo,
+    WorkloadInfo,
 )
+from tidegate.k8s.cache import Cache
 from tidegate.k8s.client import ApiException, Clients, call
-from tidegate.routers import TrafficRouter
+
+if TYPE_CHECKING:
+    from tidegate.core.model import TrafficRouter
 
 GROUP, VERSION = "tidegate.io", "v1alpha1"
 
@@ -76,21 +82,11 @@ async def get_rollout(clients: Clients, namespace: str, name: str) -> dict[str, 
         raise
 
 
-async def list_replica_sets(
-    clients: Clients, namespace: str, name: str, uid: str | None
-) -> list[dict[str, Any]]:
-    result: Any = await call(
-        clients.apps.list_namespaced_replica_set,
-        namespace,
-        label_selector=f"{ROLLOUT_LABEL}={name}",
-        _preload_content=False,
-    )
-    import json
-
-    items: list[dict[str, Any]] = json.loads(result.data).get("items") or []
+def owned_replica_sets(cache: Cache, namespace: str, name: str, uid: str | None) -> list[dict[str, Any]]:
+    """The Rollout's ReplicaSets from the cache: its label, and its uid as controller."""
     return [
         rs
-        for rs in items
+        for rs in cache.owned(cache.replicasets, namespace, name)
         if uid is None or any(o.get("uid") == uid for o in (rs["metadata"].get("ownerReferences") or []))
     ]
 
@@ -105,34 +101,68 @@ def service_names(rollout: Rollout) -> list[str]:
     return [n for n in names if n]
 
 
-async def read_service(clients: Clients, namespace: str, name: str) -> ServiceInfo:
-    try:
-        svc: Any = await call(clients.core.read_namespaced_service, name, namespace, _preload_content=False)
-    except ApiException as exc:
-        if exc.status == 404:
-            return ServiceInfo(name=name, exists=False)
-        raise
-    import json
+def service_info(cache: Cache, namespace: str, name: str) -> ServiceInfo:
+    body = cache.services.get(namespace, name)
+    if body is None:
+        return ServiceInfo(name=name, exists=False)
+    served = cache.endpointslices.served
+    pods = cache.ready_endpoint_pods(namespace, name) if served else None
+    return ServiceInfo(
+        name=name,
+        exists=True,
+        selector=dict((body.get("spec") or {}).get("selector") or {}),
+        ready_endpoints=cache.ready_endpoints(namespace, name) if served else None,
+        ready_pods=pods,
+    )
 
-    body = json.loads(svc.data)
-    return ServiceInfo(name=name, exists=True, selector=dict((body.get("spec") or {}).get("selector") or {}))
+
+def workload_info(cache: Cache, namespace: str, name: str) -> WorkloadInfo:
+    body = cache.deployments.get(namespace, name)
+    if body is None:
+        return WorkloadInfo(name=name, exists=False)
+    spec = body.get("spec") or {}
+    replicas = spec.get("replicas")
+    return WorkloadInfo(
+        name=name,
+        exists=True,
+        template=dict(spec.get("template") or {}),
+        replicas=1 if replicas is None else int(replicas),
+        selector=dict(spec.get("selector") or {}),
+    )
 
 
 async def observe(
-    clients: Clients, rollout: Rollout, router: TrafficRouter, now: datetime | None = None
+    cache: Cache, clients: Clients, rollout: Rollout, router: TrafficRouter, now: datetime | None = None
 ) -> ObservedState:
+    """Everything one pass decides on, from the watch-fed cache (no API read in steady state)."""
     namespace = rollout.metadata.namespace or "default"
     name = rollout.metadata.name or ""
-    sets = [
-        replica_set_info(rs) for rs in await list_replica_sets(clients, namespace, name, rollout.metadata.uid)
-    ]
-    services = {n: await read_service(clients, namespace, n) for n in service_names(rollout)}
+    sets = [replica_set_info(rs) for rs in owned_replica_sets(cache, namespace, name, rollout.metadata.uid)]
+    workload = None
+    if rollout.spec.workload_ref is not None:
+        workload = workload_info(cache, namespace, rollout.spec.workload_ref.name)
+        if rollout.spec.selector is None and workload.exists:
+            # Argo Rollouts' workloadRef: the Deployment's selector when the Rollout has none.
+            selector = LabelSelector.model_validate(workload.selector)
+            rollout = rollout.model_copy(
+                update={"spec": rollout.spec.model_copy(update={"selector": selector})}
+            )
+    template = rollout.spec.template.wire() if rollout.spec.template is not None else None
+    if template is None and workload is not None and workload.exists:
+        template = workload.template
     stable_hash = rollout.status.stable_rs
-    current_hash = pod_template_hash(rollout.spec.template.wire())
+    current_hash = pod_template_hash(template) if template is not None else None
     state = await router.read(stable_hash, current_hash)
-    runs = await observe_analysis_runs(clients, namespace, name)
+    services = {n: service_info(cache, namespace, n) for n in service_names(rollout)}
+    if state.subset_host and state.subset_host not in services:
+        host = service_info(cache, namespace, state.subset_host)
+        if host.exists:  # the subsets' Service, read for its endpoints (its absence is Istio's matter)
+            services[host.name] = host
+    runs = analysis_run_infos(cache.owned(cache.analysisruns, namespace, name))
     old_pods: tuple[str, ...] = ()
     if rollout.spec.restart_at and rollout.status.restarted_at != rollout.spec.restart_at:
+        # Pods are not cached (a Rollout's pods are many); they are listed only while a
+        # restart is pending.
         old_pods = await pods_created_before(clients, namespace, rollout, rollout.spec.restart_at)
     return ObservedState(
         rollout=rollout,
@@ -142,18 +172,17 @@ async def observe(
         now=now or datetime.now(UTC),
         analysis_runs=runs,
         pods_to_restart=old_pods,
+        workload=workload,
     )
 
 
 async def pods_created_before(
     clients: Clients, namespace: str, rollout: Rollout, when: str
 ) -> tuple[str, ...]:
-    selector = ",".join(f"{k}={v}" for k, v in sorted(rollout.spec.selector.match_labels.items()))
+    selector = ",".join(f"{k}={v}" for k, v in sorted(rollout.spec.pod_selector.match_labels.items()))
     result: Any = await call(
         clients.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
     )
-    import json
-
     limit = _time(when)
     names = []
     for pod in json.loads(result.data).get("items") or []:
@@ -169,12 +198,13 @@ async def pods_created_before(
     return tuple(sorted(names))
 
 
-async def observe_analysis_runs(clients: Clients, namespace: str, name: str) -> tuple[AnalysisRunInfo, ...]:
-    from tidegate.core.analysis_run import KIND_LABEL
-    from tidegate.k8s.analysis import list_analysis_runs
-
+def analysis_run_infos(items: list[dict[str, Any]]) -> tuple[AnalysisRunInfo, ...]:
     out = []
-    for run in await list_analysis_runs(clients, namespace, name):
+    ordered = sorted(
+        items,
+        key=lambda run: (run["metadata"].get("creationTimestamp") or "", run["metadata"].get("name") or ""),
+    )
+    for run in ordered:
         meta = run.get("metadata") or {}
         labels = meta.get("labels") or {}
         status = run.get("status") or {}

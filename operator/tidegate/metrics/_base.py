@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -12,6 +13,14 @@ from typing import Protocol
 import httpx
 
 from tidegate.api.analysis import Authentication, Metric, SecretKeyRef
+from tidegate.metrics._http import (
+    Answer,
+    Outbound,
+    OutboundRefused,
+    ResponseTooLarge,
+    default_outbound,
+    fetch,
+)
 
 TEXT_LIMIT = 200
 """Longest value text or error message a provider returns (status fields stay readable)."""
@@ -147,3 +156,59 @@ def shorten(text: str, limit: int = TEXT_LIMIT) -> str:
 def format_values(values: Iterable[object]) -> str:
     parts = [format_number(value) if isinstance(value, float) else str(value) for value in values]
     return "[" + ", ".join(parts) + "]"
+
+
+def outbound_for(transport: httpx.AsyncBaseTransport | None, outbound: Outbound | None) -> Outbound:
+    """What a provider sends its requests through: `outbound`, else the operator's policy (with
+    `transport` in place of the network, for tests)."""
+    if outbound is not None:
+        return outbound
+    configured = default_outbound()
+    if transport is None:
+        return configured
+    return Outbound(configured.policy, transport=transport, secrets=configured.secrets)
+
+
+async def bounded_request(
+    outbound: Outbound,
+    method: str,
+    url: str,
+    *,
+    where: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    content: str | None = None,
+    said_timeout: float | None = None,
+) -> Answer:
+    """`fetch`, with every failure a credential-free MeasurementError that says `where`.
+
+    `timeout` is the total deadline; `said_timeout` the one messages name (default: the same).
+    """
+    failure: str | None = None
+    said = timeout if said_timeout is None else said_timeout
+    try:
+        return await fetch(
+            outbound, method, url, timeout=timeout, headers=headers, params=params, content=content
+        )
+    except OutboundRefused as error:
+        failure = f"{where}: refused by the operator's outbound policy: {error}"
+    except ResponseTooLarge as error:
+        failure = f"{where}: {error} (the operator's TIDEGATE_METRIC_MAX_RESPONSE_BYTES)"
+    except TimeoutError:
+        failure = f"{where}: timed out after {format_number(said)}s (no complete answer by the deadline)"
+    except httpx.HTTPError as error:
+        failure = f"{where}: {describe_http_error(error, said)}"
+    except ValueError as error:  # a body that cannot be decoded
+        failure = f"{where}: {error}"
+    # Raised outside the handler: no exception chain leads back to the request's headers.
+    raise MeasurementError(failure)
+
+
+def parse_json(body: bytes, where: str) -> object:
+    """The JSON document of a body already within the cap; MeasurementError (never the body) if not."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        pass
+    raise MeasurementError(f"{where}: the answer is not JSON ({len(body)} bytes)")

@@ -12,6 +12,7 @@ Result types become `result` for the conditions as follows:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -24,19 +25,23 @@ import httpx
 from tidegate.api.analysis import Metric, PrometheusProvider, PrometheusRange
 from tidegate.core.args import ArgumentError, render_query
 from tidegate.core.durations import DurationError, parse_duration
+from tidegate.core.time_expressions import TimeExpressionError, eval_time
+from tidegate.metrics._argo_auth import argo_credentials, with_headers
 from tidegate.metrics._base import (
     NO_CREDENTIALS,
     Credentials,
     MeasurementError,
     ProviderResult,
     SecretReader,
-    describe_http_error,
+    bounded_request,
     format_number,
     format_values,
+    outbound_for,
     read_credentials,
     scrub_url_userinfo,
     shorten,
 )
+from tidegate.metrics._http import Outbound
 
 __all__ = ["PrometheusMetricProvider"]
 
@@ -78,8 +83,9 @@ class PrometheusMetricProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        outbound: Outbound | None = None,
     ) -> None:
-        self._transport = transport
+        self._outbound = outbound_for(transport, outbound)
         self._clock = clock
 
     async def measure(self, metric: Metric, args: Mapping[str, str], secrets: SecretReader) -> ProviderResult:
@@ -89,13 +95,15 @@ class PrometheusMetricProvider:
         credentials = NO_CREDENTIALS
         try:
             query = render_query(spec.query, args, escape="promql")
-            credentials = await read_credentials(spec.authentication, secrets)
+            credentials = await self._credentials(spec, args, secrets)
+            if spec.range_query is not None:
+                return await self._argo_range(spec, query, args, credentials)
             if spec.range is not None:
                 series = await self._matrix(spec, query, credentials, end=None)
                 return self._range_result(series)
             data = await self._request(spec, "/api/v1/query", {"query": query}, credentials)
             return self._instant_result(data)
-        except (ArgumentError, DurationError, MeasurementError) as error:
+        except (ArgumentError, DurationError, MeasurementError, TimeExpressionError) as error:
             return ProviderResult(None, "", error=credentials.scrub(shorten(str(error))))
         except Exception as error:  # a provider never raises; say what happened, without secrets
             log.debug("metric %s: unexpected %s", metric.name, type(error).__name__)
@@ -109,44 +117,117 @@ class PrometheusMetricProvider:
         *,
         args: Mapping[str, str] | None = None,
         query: str | None = None,
+        start: float | None = None,
         end: float | None = None,
     ) -> list[float]:
         """Every sample of a range query over `spec.range` (window, step), flattened.
 
         `query` (default: `spec.query`) gets `{{args.NAME}}` rendered from `args`. For the
-        statistical judge. Raises MeasurementError (credential-free) when there is no answer;
-        NaN samples are dropped.
+        statistical judge. `start` (epoch seconds; default `end - window`) and `end`
+        (default now) bound the span. Raises MeasurementError (credential-free) when there
+        is no answer; NaN samples are dropped.
+        """
+        series = await self.query_range_series(spec, secrets, args=args, query=query, start=start, end=end)
+        return [value for _, points in series for _, value in points if not math.isnan(value)]
+
+    async def query_range_series(
+        self,
+        spec: PrometheusProvider,
+        secrets: SecretReader,
+        *,
+        args: Mapping[str, str] | None = None,
+        query: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """The series of a range query as (labels, [(time, value), ...]), sorted by labels.
+
+        As `query_range`, without flattening: for judges that align steps by time or read
+        the `le` label of histogram buckets.
         """
         credentials = NO_CREDENTIALS
         try:
             rendered = render_query(query if query is not None else spec.query, args or {}, escape="promql")
             credentials = await read_credentials(spec.authentication, secrets)
-            series = await self._matrix(spec, rendered, credentials, end=end)
+            series = await self._matrix_points(spec, rendered, credentials, start=start, end=end)
         except (ArgumentError, DurationError, MeasurementError) as error:
             failure = credentials.scrub(str(error))
         else:
-            return [value for _, values in series for value in values if not math.isnan(value)]
+            return [(dict(labels), points) for labels, points in series]
         # Raised outside the handler, so that no exception chain leads back to the request
         # (and its Authorization header).
         raise MeasurementError(failure)
+
+    async def _credentials(
+        self, spec: PrometheusProvider, args: Mapping[str, str], secrets: SecretReader
+    ) -> Credentials:
+        """Tidegate's Secret references, else Argo's basicAuth / oauth2; plus `headers`."""
+        credentials = await read_credentials(spec.authentication, secrets)
+        if not credentials.headers:
+            credentials = await argo_credentials(
+                spec.authentication, args, self._outbound.with_insecure(spec.insecure)
+            )
+        return with_headers(credentials, spec.headers, args)
+
+    async def _argo_range(
+        self, spec: PrometheusProvider, query: str, args: Mapping[str, str], credentials: Credentials
+    ) -> ProviderResult:
+        """Argo's rangeQuery: start and end as `now() - duration("...")`, every sample of every
+        series in one list (Argo's processResponse for a matrix)."""
+        assert spec.range_query is not None
+        now = self._clock()
+        times = {}
+        for field in ("start", "end"):
+            text = getattr(spec.range_query, field)
+            try:
+                times[field] = eval_time(render_query(text, args, escape="none"), now) if text else now
+            except TimeExpressionError as error:
+                raise MeasurementError(f"rangeQuery.{field}: {error}") from None
+        step = parse_duration(spec.range_query.step) if spec.range_query.step is not None else 0.0
+        if step <= 0:
+            raise MeasurementError("rangeQuery.step must be more than 0s")
+        params = {
+            "query": query,
+            "start": repr(times["start"]),
+            "end": repr(times["end"]),
+            "step": repr(step),
+        }
+        data = await self._request(spec, "/api/v1/query_range", params, credentials)
+        if data.get("resultType") != "matrix":
+            raise MeasurementError(f"range query returned {data.get('resultType')!r}, not a matrix")
+        values = [_float(sample) for item in data.get("result") or [] for sample in item.get("values") or []]
+        return ProviderResult(values, shorten(format_values(values)), no_data=_all_nan(values))
 
     # --- requests ---------------------------------------------------------------------
 
     async def _matrix(
         self, spec: PrometheusProvider, query: str, credentials: Credentials, *, end: float | None
     ) -> list[tuple[Labels, list[float]]]:
+        series = await self._matrix_points(spec, query, credentials, start=None, end=end)
+        return [(labels, [value for _, value in points]) for labels, points in series]
+
+    async def _matrix_points(
+        self,
+        spec: PrometheusProvider,
+        query: str,
+        credentials: Credentials,
+        *,
+        start: float | None,
+        end: float | None,
+    ) -> list[tuple[Labels, list[tuple[float, float]]]]:
         window_spec = spec.range or PrometheusRange()
         window = parse_duration(window_spec.window)
         step = parse_duration(window_spec.step)
         if step <= 0:
             raise MeasurementError("range step must be more than 0s")
         until = self._clock() if end is None else end
-        params = {"query": query, "start": repr(until - window), "end": repr(until), "step": repr(step)}
+        since = until - window if start is None else start
+        params = {"query": query, "start": repr(since), "end": repr(until), "step": repr(step)}
         data = await self._request(spec, "/api/v1/query_range", params, credentials)
         if data.get("resultType") != "matrix":
             raise MeasurementError(f"range query returned {data.get('resultType')!r}, not a matrix")
         series = [
-            (_labels(item), [_float(sample) for sample in item.get("values") or []])
+            (_labels(item), [(float(sample[0]), _float(sample)) for sample in item.get("values") or []])
             for item in data.get("result") or []
         ]
         return sorted(series, key=lambda entry: entry[0])
@@ -159,28 +240,31 @@ class PrometheusMetricProvider:
         url = spec.address.rstrip("/") + path
         query_params = {**params, "timeout": format(timeout, "g")}
         log.debug("prometheus %s%s", where, path)
-        failure: str | None = None
+        outbound = self._outbound.with_secrets(bool(credentials.headers)).with_insecure(spec.insecure)
+        answer = await bounded_request(
+            outbound,
+            "GET",
+            url,
+            where=f"prometheus {where}",
+            timeout=timeout + _CLIENT_GRACE,
+            said_timeout=timeout,
+            headers=credentials.headers,
+            params=query_params,
+        )
         try:
-            async with httpx.AsyncClient(
-                transport=self._transport, timeout=timeout + _CLIENT_GRACE
-            ) as client:
-                response = await client.get(url, params=query_params, headers=credentials.headers)
-        except httpx.HTTPError as error:
-            failure = f"prometheus {where}: {describe_http_error(error, timeout)}"
-        if failure is not None:  # raised outside the handler: no chain back to the request's headers
-            raise MeasurementError(failure)
-        try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(answer.body)
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict) or "status" not in body:
+            # The body is not shown: only the selected value reaches the status.
             raise MeasurementError(
-                f"prometheus {where}: HTTP {response.status_code}, not a Prometheus API answer: "
-                f"{shorten(response.text, 120)}"
+                f"prometheus {where}: HTTP {answer.status_code}, not a Prometheus API answer "
+                f"({len(answer.body)} bytes of {answer.content_type or 'unknown type'})"
             )
         if body.get("status") != "success":
-            kind = body.get("errorType") or f"HTTP {response.status_code}"
-            raise MeasurementError(f"prometheus {where}: {kind}: {body.get('error') or 'query failed'}")
+            kind = shorten(str(body.get("errorType") or f"HTTP {answer.status_code}"), 40)
+            why = shorten(str(body.get("error") or "query failed"), 160)
+            raise MeasurementError(f"prometheus {where}: {kind}: {why}")
         data = body.get("data")
         if not isinstance(data, dict):
             raise MeasurementError(f"prometheus {where}: answer without data")

@@ -8,6 +8,7 @@ match is that value; several are a list.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -21,17 +22,21 @@ from jsonpath_ng.ext.parser import parse as parse_json_path
 
 from tidegate.api.analysis import Metric
 from tidegate.core.args import ArgumentError, render_query
+from tidegate.metrics._argo_auth import argo_credentials
 from tidegate.metrics._base import (
     NO_CREDENTIALS,
     MeasurementError,
     ProviderResult,
     SecretReader,
-    describe_http_error,
+    bounded_request,
     format_number,
+    outbound_for,
+    parse_json,
     read_credentials,
     scrub_url_userinfo,
     shorten,
 )
+from tidegate.metrics._http import Outbound
 
 __all__ = ["WebMetricProvider"]
 
@@ -72,11 +77,28 @@ def _compile_path(text: str) -> Any:
         raise MeasurementError(f"jsonPath {text!r} does not parse: {error}") from None
 
 
+def _render_json(value: Any, args: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return render_query(value, args, escape="none")
+    if isinstance(value, dict):
+        return {key: _render_json(item, args) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_json(item, args) for item in value]
+    return value
+
+
+def _select(body: bytes, path: Any, where: str) -> list[object]:
+    document = parse_json(body, where)
+    return [match.value for match in path.find(document)]
+
+
 class WebMetricProvider:
     """Measures a metric whose provider is `web`."""
 
-    def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._transport = transport
+    def __init__(
+        self, *, transport: httpx.AsyncBaseTransport | None = None, outbound: Outbound | None = None
+    ) -> None:
+        self._outbound = outbound_for(transport, outbound)
 
     async def measure(self, metric: Metric, args: Mapping[str, str], secrets: SecretReader) -> ProviderResult:
         spec = metric.provider.web if metric.provider is not None else None
@@ -86,33 +108,42 @@ class WebMetricProvider:
         where = _where(spec.url)
         try:
             url = render_query(spec.url, args, escape="url")
+            where = _where(url)  # the URL used (a secret in it is redacted by the caller's scrubber)
             headers = {header.key: render_query(header.value, args, escape="none") for header in spec.headers}
             body = render_query(spec.body, args, escape="none") if spec.body is not None else None
+            if spec.json_body is not None:
+                if body is not None:
+                    raise MeasurementError("give body or jsonBody, not both")
+                # Argo's jsonBody: the JSON as written, arguments replaced in its strings.
+                body = json.dumps(_render_json(spec.json_body, args))
             path = _compile_path(spec.json_path)
             credentials = await read_credentials(spec.authentication, secrets)
+            if not credentials.headers:
+                credentials = await argo_credentials(
+                    spec.authentication, args, self._outbound.with_insecure(spec.insecure)
+                )
             headers.update(credentials.headers)
             if body is not None and not any(key.lower() == "content-type" for key in headers):
                 headers["Content-Type"] = "application/json"
             timeout = float(spec.timeout_seconds)
             log.debug("metric %s: %s %s", metric.name, spec.method, where)
-            try:
-                async with httpx.AsyncClient(transport=self._transport, timeout=timeout) as client:
-                    response = await client.request(spec.method, url, headers=headers, content=body)
-            except httpx.HTTPError as error:
-                raise MeasurementError(
-                    f"{spec.method} {where}: {describe_http_error(error, timeout)}"
-                ) from None
-            if response.status_code >= 400:
-                raise MeasurementError(
-                    f"{spec.method} {where}: HTTP {response.status_code}: {shorten(response.text, 120)}"
-                )
-            try:
-                document = response.json()
-            except ValueError:
-                raise MeasurementError(
-                    f"{spec.method} {where}: answer is not JSON: {shorten(response.text, 120)}"
-                ) from None
-            matches = [match.value for match in path.find(document)]
+            outbound = self._outbound.with_secrets(bool(credentials.headers)).with_insecure(spec.insecure)
+            answer = await bounded_request(
+                outbound,
+                spec.method,
+                url,
+                where=f"{spec.method} {where}",
+                timeout=timeout,
+                headers=headers,
+                content=body,
+            )
+            if answer.status_code >= 300:
+                # The body is not shown: only a value the jsonPath selects reaches the status.
+                moved = " (redirects are not followed)" if answer.status_code < 400 else ""
+                raise MeasurementError(f"{spec.method} {where}: HTTP {answer.status_code}{moved}")
+            # Parsing up to the cap and a JSONPath over it take a while on a large answer: in a
+            # thread, so that no other Rollout (nor /healthz) waits for them.
+            matches = await asyncio.to_thread(_select, answer.body, path, f"{spec.method} {where}")
         except (ArgumentError, MeasurementError) as error:
             return ProviderResult(None, "", error=credentials.scrub(shorten(str(error))))
         except Exception as error:  # a provider never raises; say what happened, without secrets

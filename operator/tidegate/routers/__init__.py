@@ -1,5 +1,6 @@
-"""Traffic routers behind one small Protocol, with an explicit registry."""
+"""Traffic routers behind one small Protocol (core.model.TrafficRouter), with an explicit registry."""
 
-from tidegate.routers._base import TrafficRouter, router_for
+from tidegate.core.model import TrafficRouter
+from tidegate.routers._base import router_for
 
 __all__ = ["TrafficRouter", "router_for"]

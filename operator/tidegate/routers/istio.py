@@ -1,250 +1,632 @@
-"""Istio: weights in a VirtualService's HTTP routes, subsets in a DestinationRule.
+"""Istio: weights in VirtualServices' HTTP, TLS and TCP routes, subsets in a DestinationRule.
 
 Host-level split: the two destinations are the stable and canary Services.
 Subset-level split (with destinationRule): one host, two subsets whose labels the
-operator points at the stable / canary pod-template hashes.
+operator points at the stable / canary pod-template hashes; `additionalSubsetNames` are
+further subsets that share the managed routes and keep the weights and labels they have.
 
-Writes are JSON patches that touch only the weights, the managed header routes and
-the subsets' labels, each guarded by a `test` of the resourceVersion, so that a
-GitOps tool can ignore exactly those fields and a concurrent edit is never lost.
+A Rollout names one VirtualService (`virtualService`) or several (`virtualServices`, Argo
+Rollouts' getVirtualServices); each is weighed alike, and the weight is verified only when
+every one of them carries it. In each, the routes weighed are:
+
+- HTTP: those named in `routes`, or (none named) every route whose destinations are exactly
+  the stable and the canary (and additional subsets);
+- TLS: those whose matches name one port and exactly the SNI hosts of a `tlsRoutes` item
+  (Argo Rollouts' searchTlsRoute), or (none listed) every TLS route that is exactly the two;
+- TCP: those whose matches name the port of a `tcpRoutes` item (searchTcpRoute), or every
+  TCP route that is exactly the two.
+
+Managed routes (`setHeaderRoute`, `setMirrorRoute`) go ahead of the user's HTTP routes in
+managedRoutes order (Argo Rollouts' orderRoutes), in every VirtualService that has a
+weighed HTTP route. A mirror route sends its matching requests where the weighed route
+sends them, with the same weights, and copies `percentage` of them to the canary
+(createMirrorRoute).
+
+Writes are JSON patches that touch only the weights, the managed routes and the subsets'
+labels, each guarded by a `test` of the resourceVersion, so that a GitOps tool can ignore
+exactly those fields and a concurrent edit is never lost. The pure functions below do the
+route arithmetic (tests/unit/test_istio.py); `IstioRouter` reads the objects from the
+watch-fed cache and writes the patches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from tidegate.api.rollout import Rollout
+from tidegate.api.rollout import IstioTCPRoute, IstioTLSRoute, Rollout
 from tidegate.core.hashing import HASH_LABEL
-from tidegate.core.model import HeaderRoute, RouterState, SetTraffic
-from tidegate.k8s.client import ApiException, Clients, call, is_not_found
+from tidegate.core.model import HeaderRoute, MirrorRoute, RouterState, SetTraffic
+from tidegate.core.traffic import max_weight
+from tidegate.k8s.cache import Cache, Store
+from tidegate.k8s.client import ApiException, Clients, is_not_found
+from tidegate.routers._objects import Found, Objects, retrying, rv_test
 
 GROUP = "networking.istio.io"
-VERSIONS = ("v1", "v1beta1", "v1alpha3")
-FIELD_MANAGER = "tidegate"
+Kind = Literal["http", "tls", "tcp"]
+KINDS: tuple[Kind, ...] = ("http", "tls", "tcp")
+Obj = dict[str, Any]
+Role = Literal["stable", "canary", "additional"]
 
 
 def _host_name(host: str) -> str:
     return host.split(".", 1)[0]
 
 
+# --------------------------------------------------------------------------- arithmetic
+@dataclass(frozen=True)
+class Sides:
+    """How a destination is recognised: by Service host, or by DestinationRule subset."""
+
+    stable_service: str
+    canary_service: str
+    stable_subset: str | None = None
+    canary_subset: str | None = None
+    additional: frozenset[str] = frozenset()
+    """additionalSubsetNames: subsets that share the routes and keep their weights."""
+
+    def role(self, dest: Obj) -> Role | None:
+        d = dest.get("destination") or {}
+        subset = d.get("subset")
+        if self.stable_subset is not None:
+            if subset == self.stable_subset:
+                return "stable"
+            if subset == self.canary_subset:
+                return "canary"
+            # Argo Rollouts' isAnAdditionalSubsetName.
+            return "additional" if subset and subset in self.additional else None
+        host = _host_name(str(d.get("host", "")))
+        if host == self.stable_service:
+            return "stable"
+        if host == self.canary_service:
+            return "canary"
+        return "additional" if subset and subset in self.additional else None
+
+    def describe(self) -> str:
+        if self.stable_subset is not None:
+            return f"subsets {self.stable_subset}/{self.canary_subset}"
+        return f"hosts {self.stable_service}/{self.canary_service}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One VirtualService a Rollout weighs, and which of its routes."""
+
+    namespace: str
+    name: str
+    routes: tuple[str, ...] = ()
+    tls_routes: tuple[IstioTLSRoute, ...] = ()
+    tcp_routes: tuple[IstioTCPRoute, ...] = ()
+    where: str = "trafficRouting.istio.virtualService"
+    """The spec field that names it, for messages."""
+
+
+@dataclass(frozen=True)
+class Managed:
+    """The managed routes of a Rollout: which names are header routes, which mirror routes."""
+
+    names: tuple[str, ...] = ()
+    """managedRoutes, in order (the order they take at the top of the HTTP routes)."""
+    mirrors: frozenset[str] = frozenset()
+    """Those that setMirrorRoute steps name."""
+    steps_route: bool = False
+    """Some step adds a header or mirror route (they need a weighed HTTP route)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One VirtualService as read: the weights of its first weighed route, whether all agree."""
+
+    canary_weight: int
+    stable_weight: int
+    additional_weight: int
+    agree: bool
+    routes: tuple[str, ...]
+    has_http: bool
+    header_routes: tuple[str, ...] = ()
+    header_matches: tuple[HeaderRoute, ...] = ()
+    mirror_routes: tuple[MirrorRoute, ...] = ()
+
+
+def _ports(route: Obj) -> set[Any]:
+    return {m.get("port") for m in route.get("match") or [] if isinstance(m, dict)} or {None}
+
+
+def _single_port(route: Obj) -> int | Literal[False] | None:
+    """The one port a TLS/TCP route's matches name (None: no port); False for several, a route
+    Argo Rollouts never picks ("if there are multiple ports ... never gonna match")."""
+    ports = {p for p in _ports(route)}
+    if len(ports) > 1:
+        return False
+    port = next(iter(ports))
+    return int(port) if port else None
+
+
+def tls_route_indexes(wanted: IstioTLSRoute, tls: Sequence[Obj]) -> list[int]:
+    """Argo Rollouts' searchTlsRoute: one port, equal to the item's, and the SNI hosts of all
+    the route's matches equal to the item's as sets."""
+    out = []
+    for i, route in enumerate(tls):
+        port = _single_port(route)
+        if port is False:
+            continue
+        hosts = {h for m in route.get("match") or [] for h in (m.get("sniHosts") or [])}
+        if (port or 0) == (wanted.port or 0) and hosts == set(wanted.sni_hosts):
+            out.append(i)
+    return out
+
+
+def tcp_route_indexes(wanted: IstioTCPRoute, tcp: Sequence[Obj]) -> list[int]:
+    """Argo Rollouts' searchTcpRoute: the route's matches name one port, the item's."""
+    out = []
+    for i, route in enumerate(tcp):
+        port = _single_port(route)
+        if port is not False and (port or 0) == (wanted.port or 0):
+            out.append(i)
+    return out
+
+
+def _exactly_ours(route: Obj, sides: Sides) -> bool:
+    roles = [sides.role(d) for d in route.get("route") or []]
+    return "stable" in roles and "canary" in roles and all(r is not None for r in roles)
+
+
+def managed_indexes(target: Target, spec: Obj, sides: Sides, managed: Managed) -> dict[Kind, list[int]] | str:
+    """Indexes of the routes of each kind whose weights Tidegate sets, or the problem."""
+    http: list[Obj] = spec.get("http") or []
+    tls: list[Obj] = spec.get("tls") or []
+    tcp: list[Obj] = spec.get("tcp") or []
+    found: dict[Kind, list[int]] = {"http": [], "tls": [], "tcp": []}
+    if target.routes:
+        by_name = {r.get("name"): i for i, r in enumerate(http)}
+        missing = [n for n in target.routes if n not in by_name]
+        if missing:
+            return (
+                f"VirtualService {target.name} has no HTTP route named {', '.join(missing)} "
+                f"({target.where}.routes)"
+            )
+        found["http"] = [by_name[n] for n in target.routes]
+    else:
+        found["http"] = [
+            i for i, r in enumerate(http) if r.get("name") not in managed.names and _exactly_ours(r, sides)
+        ]
+    if target.tls_routes:
+        for item in target.tls_routes:
+            hit = tls_route_indexes(item, tls)
+            if not hit:
+                return (
+                    f"VirtualService {target.name} has no TLS route matching port {item.port or 0} and "
+                    f"SNI hosts {sorted(item.sni_hosts)} ({target.where}.tlsRoutes)"
+                )
+            found["tls"] += [i for i in hit if i not in found["tls"]]
+    else:
+        found["tls"] = [i for i, r in enumerate(tls) if _exactly_ours(r, sides)]
+    if target.tcp_routes:
+        for tcp_item in target.tcp_routes:
+            hit = tcp_route_indexes(tcp_item, tcp)
+            if not hit:
+                return (
+                    f"VirtualService {target.name} has no TCP route matching port {tcp_item.port or 0} "
+                    f"({target.where}.tcpRoutes)"
+                )
+            found["tcp"] += [i for i in hit if i not in found["tcp"]]
+    else:
+        found["tcp"] = [i for i, r in enumerate(tcp) if _exactly_ours(r, sides)]
+    if not any(found.values()):
+        kinds = "HTTP" if not (tls or tcp) else "HTTP, TLS or TCP"
+        return (
+            f"VirtualService {target.name} has no {kinds} route whose destinations are exactly "
+            f"the stable and the canary ({sides.describe()})"
+        )
+    routes = {"http": http, "tls": tls, "tcp": tcp}
+    for kind, indexes in found.items():
+        for i in indexes:
+            roles = {sides.role(d) for d in routes[kind][i].get("route") or []}
+            if not {"stable", "canary"} <= roles:
+                label = routes[kind][i].get("name") or f"{kind}[{i}]"
+                return (
+                    f"{kind.upper()} route {label} of VirtualService {target.name} does not route to "
+                    f"both the stable and the canary ({sides.describe()})"
+                )
+    return found
+
+
+def route_weights(route: Obj, sides: Sides) -> tuple[int, int, int]:
+    """(canary, stable, additional) weights of a weighed route as written."""
+    out = {"canary": 0, "stable": 0, "additional": 0}
+    for d in route.get("route") or []:
+        role = sides.role(d)
+        if role is not None:
+            out[role] += int(d.get("weight", 0) or 0)
+    return out["canary"], out["stable"], out["additional"]
+
+
+def _without_managed(http: Sequence[Obj], managed: Managed) -> list[Obj]:
+    return [r for r in http if r.get("name") not in managed.names]
+
+
+def read_header_route(route: Obj) -> HeaderRoute:
+    """A managed header route as it stands, in the shape the planner asks for.
+
+    Anything but the one header match Tidegate writes reads as a match no step asks for,
+    so an edited route is written again."""
+    match = route.get("match") or []
+    headers = (match[0].get("headers") if len(match) == 1 else None) or {}
+    found = tuple(
+        sorted(
+            (str(name), str(kind), str(value))
+            for name, spec in headers.items()
+            for kind, value in (spec or {}).items()
+        )
+    )
+    if len(match) != 1 or any(set(m) - {"headers"} for m in match):
+        found += (("", "unmanaged", json.dumps(match, sort_keys=True)),)
+    return HeaderRoute(str(route.get("name")), found)
+
+
+def _istio_match(m: Obj) -> Obj:
+    """An Argo RouteMatch (method, path, headers) as an Istio HTTPMatchRequest (path is `uri`)."""
+    out: Obj = {}
+    if m.get("method"):
+        out["method"] = m["method"]
+    if m.get("path"):
+        out["uri"] = m["path"]
+    if m.get("headers"):
+        out["headers"] = m["headers"]
+    return out
+
+
+def _argo_match(m: Obj) -> Obj:
+    out: Obj = {}
+    for theirs, ours in (("method", "method"), ("uri", "path"), ("headers", "headers")):
+        if m.get(theirs):
+            out[ours] = m[theirs]
+    return out
+
+
+def mirror_route(mr: MirrorRoute, destinations: list[Obj], canary_dest: Obj) -> Obj:
+    """The HTTP route a setMirrorRoute step adds (Argo Rollouts' createMirrorRoute): its
+    matches, the weighed route's destinations and weights, and the canary as the mirror."""
+    return {
+        "name": mr.name,
+        "match": [_istio_match(m) for m in json.loads(mr.matches)],
+        "route": destinations,
+        "mirror": canary_dest,
+        "mirrorPercentage": {"value": mr.percentage},
+    }
+
+
+def read_mirror_route(route: Obj, destinations: list[Obj], canary_dest: Obj) -> MirrorRoute:
+    """A managed mirror route as it stands. One whose destinations, weights or mirror differ
+    from what Tidegate would write reads with matches no step asks for, so it is written again."""
+    matches = [_argo_match(m) for m in route.get("match") or [] if isinstance(m, dict)]
+    text = json.dumps(matches, sort_keys=True, separators=(",", ":"))
+    if (
+        route.get("route") != destinations
+        or route.get("mirror") != canary_dest
+        or (set(route) - {"name", "match", "route", "mirror", "mirrorPercentage"})
+    ):
+        text = "edited:" + text
+    value = (route.get("mirrorPercentage") or {}).get("value", 100)
+    return MirrorRoute(str(route.get("name")), text, int(value) if float(value).is_integer() else -1)
+
+
+def _canary_dest(route: Obj, sides: Sides) -> Obj:
+    return next(
+        (dict(d.get("destination") or {}) for d in route.get("route") or [] if sides.role(d) == "canary"),
+        {},
+    )
+
+
+def _weighed(route: Obj, sides: Sides, canary_weight: int, top: int) -> list[Obj]:
+    """The route's destinations with the weights Tidegate sets (Argo Rollouts' processRoutes):
+    the canary `canary_weight`, additional subsets as written, the stable the rest (never
+    below 0); other destinations as written."""
+    _, _, additional = route_weights(route, sides)
+    stable = max(0, top - canary_weight - additional)
+    out = []
+    for d in route.get("route") or []:
+        role = sides.role(d)
+        if role == "canary":
+            d = {**d, "weight": canary_weight}
+        elif role == "stable":
+            d = {**d, "weight": stable}
+        out.append(d)
+    return out
+
+
+def read_virtual_service(target: Target, obj: Obj, sides: Sides, managed: Managed) -> Reading | str:
+    """One VirtualService's weights and managed routes, or the problem that stops Tidegate."""
+    spec: Obj = obj.get("spec") or {}
+    http = _without_managed(spec.get("http") or [], managed)
+    indexes = managed_indexes(target, {**spec, "http": http}, sides, managed)
+    if isinstance(indexes, str):
+        return indexes
+    routes = {"http": http, "tls": spec.get("tls") or [], "tcp": spec.get("tcp") or []}
+    weights = [route_weights(routes[k][i], sides) for k in KINDS for i in indexes[k]]
+    canary, stable, additional = weights[0]
+    agree = all((c, s + a) == (canary, stable + additional) for c, s, a in weights)
+    names = tuple(
+        str(routes[k][i].get("name") or f"{k}[{i}]") if k == "http" else f"{k}[{i}]"
+        for k in KINDS
+        for i in indexes[k]
+    )
+    ours = [r for r in spec.get("http") or [] if r.get("name") in managed.names]
+    headers = [r for r in ours if r.get("name") not in managed.mirrors]
+    mirrors: list[MirrorRoute] = []
+    if indexes["http"]:
+        first = http[indexes["http"][0]]
+        destinations = first.get("route") or []
+        for r in ours:
+            if r.get("name") in managed.mirrors:
+                mirrors.append(read_mirror_route(r, destinations, _canary_dest(first, sides)))
+    return Reading(
+        canary_weight=canary,
+        stable_weight=stable,
+        additional_weight=additional,
+        agree=agree,
+        routes=names,
+        has_http=bool(indexes["http"]),
+        header_routes=tuple(str(r.get("name")) for r in headers),
+        header_matches=tuple(read_header_route(r) for r in headers),
+        mirror_routes=tuple(mirrors),
+    )
+
+
+def combine(readings: Sequence[tuple[Target, Reading]], several: bool) -> RouterState:
+    """One RouterState from every VirtualService: the first one's weights, marked not in place
+    (an impossible stable weight) when routes or VirtualServices disagree, or when the managed
+    routes differ between the VirtualServices that carry them."""
+    first = readings[0][1]
+    agree = all(
+        r.agree
+        and (r.canary_weight, r.stable_weight + r.additional_weight)
+        == (first.canary_weight, first.stable_weight + first.additional_weight)
+        for _, r in readings
+    )
+    with_http = [r for _, r in readings if r.has_http]
+    lead = with_http[0] if with_http else first
+    for r in with_http[1:]:
+        if (
+            set(r.header_matches) != set(lead.header_matches)
+            or set(r.mirror_routes) != set(lead.mirror_routes)
+            or sorted(r.header_routes) != sorted(lead.header_routes)
+        ):
+            agree = False
+    if any(r.header_routes or r.mirror_routes for _, r in readings if not r.has_http):
+        agree = False
+    return RouterState(
+        kind="istio",
+        canary_weight=first.canary_weight,
+        stable_weight=first.stable_weight if agree else -1,
+        additional_weight=first.additional_weight if agree else 0,
+        managed_routes=tuple(
+            f"{t.name}/{name}" if several else name for t, r in readings for name in r.routes
+        ),
+        header_routes=lead.header_routes,
+        header_matches=lead.header_matches,
+        mirror_routes=lead.mirror_routes,
+    )
+
+
+def _header_route(hr: HeaderRoute, canary_dest: Obj) -> Obj:
+    headers = {name: {kind: value} for name, kind, value in hr.match}
+    return {"name": hr.name, "match": [{"headers": headers}], "route": [{"destination": canary_dest}]}
+
+
+def virtual_service_patch(
+    target: Target, obj: Obj, sides: Sides, managed: Managed, action: SetTraffic, top: int = 100
+) -> list[Obj] | str:
+    """The JSON patch that puts one VirtualService in the wanted state, or the problem.
+
+    1. the managed HTTP routes present are removed (from the end, so indexes hold);
+    2. the weighed routes' stable and canary weights are set, in HTTP, TLS and TCP routes;
+    3. the wanted header and mirror routes go ahead of the user's HTTP routes, in
+       managedRoutes order (where the VirtualService has a weighed HTTP route).
+    """
+    spec: Obj = obj.get("spec") or {}
+    http: list[Obj] = spec.get("http") or []
+    ops: list[Obj] = [rv_test(obj)]
+    present = [i for i, r in enumerate(http) if r.get("name") in managed.names]
+    for i in reversed(present):
+        ops.append({"op": "remove", "path": f"/spec/http/{i}"})
+    remaining = [r for i, r in enumerate(http) if i not in present]
+    indexes = managed_indexes(target, {**spec, "http": remaining}, sides, managed)
+    if isinstance(indexes, str):
+        return indexes
+    routes = {"http": remaining, "tls": spec.get("tls") or [], "tcp": spec.get("tcp") or []}
+    for kind in KINDS:
+        for i in indexes[kind]:
+            route = routes[kind][i]
+            weighed = _weighed(route, sides, action.canary_weight, top)
+            for j, (before, after) in enumerate(zip(route.get("route") or [], weighed, strict=True)):
+                if sides.role(before) in ("stable", "canary"):
+                    ops.append(
+                        {"op": "add", "path": f"/spec/{kind}/{i}/route/{j}/weight", "value": after["weight"]}
+                    )
+    if indexes["http"]:
+        first = remaining[indexes["http"][0]]
+        canary_dest = _canary_dest(first, sides)
+        destinations = _weighed(first, sides, action.canary_weight, top)
+        wanted: list[tuple[str, Obj]] = [
+            (h.name, _header_route(h, canary_dest)) for h in action.header_routes
+        ]
+        wanted += [(m.name, mirror_route(m, destinations, canary_dest)) for m in action.mirror_routes]
+        order = {n: k for k, n in enumerate(managed.names)}
+        wanted.sort(key=lambda w: order.get(w[0], 0))
+        for k, (_, route) in enumerate(wanted):
+            ops.append({"op": "add", "path": f"/spec/http/{k}", "value": route})
+    return ops
+
+
+# --------------------------------------------------------------------------- the router
+def targets_of(rollout: Rollout) -> list[Target]:
+    canary = rollout.spec.strategy.canary
+    assert canary is not None and canary.traffic_routing is not None
+    istio = canary.traffic_routing.istio
+    assert istio is not None
+    namespace = rollout.metadata.namespace or "default"
+    several = bool(istio.virtual_services)
+    out = []
+    for k, vs in enumerate(istio.all_virtual_services()):
+        ns, _, name = vs.name.rpartition("/")
+        where = (
+            f"trafficRouting.istio.virtualServices[{k}]" if several else "trafficRouting.istio.virtualService"
+        )
+        out.append(
+            Target(ns or namespace, name, tuple(vs.routes), tuple(vs.tls_routes), tuple(vs.tcp_routes), where)
+        )
+    return out
+
+
+def managed_of(rollout: Rollout) -> Managed:
+    canary = rollout.spec.strategy.canary
+    assert canary is not None and canary.traffic_routing is not None
+    mirrors = frozenset(s.set_mirror_route.name for s in canary.steps if s.set_mirror_route is not None)
+    steps_route = any(s.set_mirror_route or s.set_header_route for s in canary.steps)
+    return Managed(tuple(m.name for m in canary.traffic_routing.managed_routes), mirrors, steps_route)
+
+
 @dataclass
-class _Found:
-    version: str
-    obj: dict[str, Any]
-
-
 class IstioRouter:
-    def __init__(self, rollout: Rollout, clients: Clients) -> None:
-        canary = rollout.spec.strategy.canary
+    rollout: Rollout
+    clients: Clients
+    cache: Cache
+    conflicts: int = 0
+    """Writes retried because the object changed under us (counted, not errors)."""
+    targets: list[Target] = field(init=False)
+    several: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        canary = self.rollout.spec.strategy.canary
         assert canary is not None and canary.traffic_routing is not None
         istio = canary.traffic_routing.istio
         assert istio is not None
-        self.rollout = rollout
-        self.clients = clients
-        self.namespace = rollout.metadata.namespace or "default"
-        vs_name = istio.virtual_service.name
-        if "/" in vs_name:
-            self.vs_namespace, self.vs_name = vs_name.split("/", 1)
-        else:
-            self.vs_namespace, self.vs_name = self.namespace, vs_name
-        self.route_names = list(istio.virtual_service.routes)
+        self.objects = Objects(self.clients, self.cache, GROUP)
+        self.namespace = self.rollout.metadata.namespace or "default"
+        self.targets = targets_of(self.rollout)
+        self.several = bool(istio.virtual_services)
         self.dr = istio.destination_rule
-        self.stable_service = canary.stable_service or ""
-        self.canary_service = canary.canary_service or ""
-        self.managed_route_names = [m.name for m in canary.traffic_routing.managed_routes]
+        self.sides = Sides(
+            canary.stable_service or "",
+            canary.canary_service or "",
+            self.dr.stable_subset_name if self.dr else None,
+            self.dr.canary_subset_name if self.dr else None,
+            frozenset(self.dr.additional_subset_names) if self.dr else frozenset(),
+        )
+        self.managed = managed_of(self.rollout)
+        self.top = max_weight(canary)
 
     # ------------------------------------------------------------------ read
-    async def _get(self, plural: str, name: str, namespace: str) -> _Found | None:
-        for version in VERSIONS:
-            try:
-                obj = await call(
-                    self.clients.custom.get_namespaced_custom_object, GROUP, version, namespace, plural, name
-                )
-                return _Found(version, cast(dict[str, Any], obj))
-            except ApiException as exc:
-                if exc.status == 404 and '"NotFound"' in str(exc.body or ""):
-                    return None  # the kind is served, the object is missing
-                if exc.status != 404:
-                    raise
-        return None
+    def _store(self, plural: str) -> Store | None:
+        return self.cache.virtualservices if plural == "virtualservices" else self.cache.destinationrules
 
-    def _is_stable(self, dest: dict[str, Any]) -> bool:
-        d = dest.get("destination") or {}
-        if self.dr is not None:
-            return bool(d.get("subset") == self.dr.stable_subset_name)
-        return _host_name(d.get("host", "")) == self.stable_service
+    async def _get(self, plural: str, name: str, namespace: str, fresh: bool = False) -> Found | None:
+        """From the watch-fed cache; `fresh` reads the API server (after a stale write)."""
+        return await self.objects.get(self._store(plural), plural, namespace, name, fresh)
 
-    def _is_canary(self, dest: dict[str, Any]) -> bool:
-        d = dest.get("destination") or {}
-        if self.dr is not None:
-            return bool(d.get("subset") == self.dr.canary_subset_name)
-        return _host_name(d.get("host", "")) == self.canary_service
-
-    def _managed_indexes(self, http: list[dict[str, Any]]) -> tuple[list[int], str | None]:
-        """Indexes of the HTTP routes whose weights we set, or a problem."""
-        if self.route_names:
-            by_name = {r.get("name"): i for i, r in enumerate(http)}
-            missing = [n for n in self.route_names if n not in by_name]
-            if missing:
-                return [], (
-                    f"VirtualService {self.vs_name} has no HTTP route named "
-                    f"{', '.join(missing)} (trafficRouting.istio.virtualService.routes)"
-                )
-            indexes = [by_name[n] for n in self.route_names]
-        else:
-            indexes = [
-                i
-                for i, r in enumerate(http)
-                if r.get("name") not in self.managed_route_names
-                and len(r.get("route") or []) == 2
-                and any(self._is_stable(d) for d in r["route"])
-                and any(self._is_canary(d) for d in r["route"])
-            ]
-            if not indexes:
-                return [], (
-                    f"VirtualService {self.vs_name} has no HTTP route whose destinations are exactly "
-                    f"the stable and the canary ({self._describe()})"
-                )
-        for i in indexes:
-            dests = http[i].get("route") or []
-            if not (any(self._is_stable(d) for d in dests) and any(self._is_canary(d) for d in dests)):
-                return [], (
-                    f"HTTP route {http[i].get('name', i)} of VirtualService {self.vs_name} does not "
-                    f"route to both the stable and the canary ({self._describe()})"
-                )
-        return indexes, None
-
-    def _describe(self) -> str:
-        if self.dr is not None:
-            return f"subsets {self.dr.stable_subset_name}/{self.dr.canary_subset_name}"
-        return f"hosts {self.stable_service}/{self.canary_service}"
+    async def _patch(self, plural: str, found: Found, namespace: str, ops: list[Obj]) -> Obj:
+        store = self._store(plural)
+        assert store is not None
+        return await self.objects.patch(store, plural, found, namespace, ops)
 
     async def read(self, stable_hash: str | None, canary_hash: str | None) -> RouterState:
-        vs = await self._get("virtualservices", self.vs_name, self.vs_namespace)
-        if vs is None:
-            return RouterState(kind="istio", ok=False, problem=f"VirtualService {self.vs_name} not found")
-        http = (vs.obj.get("spec") or {}).get("http") or []
-        indexes, problem = self._managed_indexes(http)
-        if problem:
-            return RouterState(kind="istio", ok=False, problem=problem)
-        stable_subset_hash = canary_subset_hash = None
-        if self.dr is not None:
-            dr = await self._get("destinationrules", self.dr.name, self.namespace)
-            if dr is None:
+        readings = []
+        for target in self.targets:
+            vs = await self._get("virtualservices", target.name, target.namespace)
+            if vs is None:
+                return RouterState(kind="istio", ok=False, problem=f"VirtualService {target.name} not found")
+            reading = read_virtual_service(target, vs.obj, self.sides, self.managed)
+            if isinstance(reading, str):
+                return RouterState(kind="istio", ok=False, problem=reading)
+            readings.append((target, reading))
+        if self.managed.steps_route and not any(r.has_http for _, r in readings):
+            return RouterState(
+                kind="istio",
+                ok=False,
+                problem="no VirtualService has a weighed HTTP route to put the setHeaderRoute / "
+                "setMirrorRoute steps' routes ahead of",
+            )
+        state = combine(readings, self.several)
+        if self.dr is None:
+            return state
+        dr = await self._get("destinationrules", self.dr.name, self.namespace)
+        if dr is None:
+            return RouterState(kind="istio", ok=False, problem=f"DestinationRule {self.dr.name} not found")
+        subsets = {s.get("name"): s for s in (dr.obj.get("spec") or {}).get("subsets") or []}
+        for wanted in (self.dr.stable_subset_name, self.dr.canary_subset_name):
+            if wanted not in subsets:
                 return RouterState(
-                    kind="istio", ok=False, problem=f"DestinationRule {self.dr.name} not found"
+                    kind="istio", ok=False, problem=f"DestinationRule {self.dr.name} has no subset {wanted}"
                 )
-            subsets = {s.get("name"): s for s in (dr.obj.get("spec") or {}).get("subsets") or []}
-            for wanted in (self.dr.stable_subset_name, self.dr.canary_subset_name):
-                if wanted not in subsets:
-                    return RouterState(
-                        kind="istio",
-                        ok=False,
-                        problem=f"DestinationRule {self.dr.name} has no subset {wanted}",
-                    )
-            stable_subset_hash = (subsets[self.dr.stable_subset_name].get("labels") or {}).get(HASH_LABEL)
-            canary_subset_hash = (subsets[self.dr.canary_subset_name].get("labels") or {}).get(HASH_LABEL)
-        first = http[indexes[0]]["route"]
-        canary_weight = sum(int(d.get("weight", 0) or 0) for d in first if self._is_canary(d))
-        stable_weight = sum(int(d.get("weight", 0) or 0) for d in first if self._is_stable(d))
-        # Routes disagreeing with each other count as "not in place": report the first
-        # route's weights but mark a mismatch by an impossible sum.
-        for i in indexes[1:]:
-            cw = sum(int(d.get("weight", 0) or 0) for d in http[i]["route"] if self._is_canary(d))
-            if cw != canary_weight:
-                stable_weight = -1
-        headers = tuple(r.get("name") for r in http if r.get("name") in self.managed_route_names)
         return RouterState(
             kind="istio",
-            canary_weight=canary_weight,
-            stable_weight=stable_weight,
-            managed_routes=tuple(str(http[i].get("name") or f"http[{i}]") for i in indexes),
-            header_routes=tuple(h for h in headers if h),
-            stable_subset_hash=stable_subset_hash,
-            canary_subset_hash=canary_subset_hash,
+            canary_weight=state.canary_weight,
+            stable_weight=state.stable_weight,
+            additional_weight=state.additional_weight,
+            managed_routes=state.managed_routes,
+            header_routes=state.header_routes,
+            header_matches=state.header_matches,
+            mirror_routes=state.mirror_routes,
+            stable_subset_hash=(subsets[self.dr.stable_subset_name].get("labels") or {}).get(HASH_LABEL),
+            canary_subset_hash=(subsets[self.dr.canary_subset_name].get("labels") or {}).get(HASH_LABEL),
+            subset_host=self._local_service(str((dr.obj.get("spec") or {}).get("host") or "")),
         )
+
+    def _local_service(self, host: str) -> str | None:
+        """The Service of the Rollout's namespace that a host names (`web`, `web.<ns>`,
+        `web.<ns>.svc…`); None for a host elsewhere."""
+        parts = host.split(".")
+        if not parts[0] or (len(parts) > 1 and parts[1] != self.namespace):
+            return None
+        return parts[0]
 
     # ----------------------------------------------------------------- write
-    def _header_route(self, hr: HeaderRoute, canary_dest: dict[str, Any]) -> dict[str, Any]:
-        headers = {name: {kind: value} for name, kind, value in hr.match}
-        return {"name": hr.name, "match": [{"headers": headers}], "route": [{"destination": canary_dest}]}
-
     async def apply(self, action: SetTraffic) -> RouterState:
+        """Write the weights (and subsets), then the state as the API server answered it."""
         if self.dr is not None:
-            await self._apply_subsets(action.stable_hash, action.canary_hash)
-        vs = await self._get("virtualservices", self.vs_name, self.vs_namespace)
-        if vs is None:
-            return RouterState(kind="istio", ok=False, problem=f"VirtualService {self.vs_name} not found")
-        http: list[dict[str, Any]] = (vs.obj.get("spec") or {}).get("http") or []
-        ops: list[dict[str, Any]] = [
-            {
-                "op": "test",
-                "path": "/metadata/resourceVersion",
-                "value": vs.obj["metadata"]["resourceVersion"],
-            }
-        ]
-        # 1. Remove managed header routes that are present (from the end, so indexes hold).
-        present = [i for i, r in enumerate(http) if r.get("name") in self.managed_route_names]
-        for i in reversed(present):
-            ops.append({"op": "remove", "path": f"/spec/http/{i}"})
-        remaining = [r for i, r in enumerate(http) if i not in present]
-        indexes, problem = self._managed_indexes(remaining)
-        if problem:
-            return RouterState(kind="istio", ok=False, problem=problem)
-        # 2. Weights of the managed routes (indexes in the list after removal).
-        canary_dest: dict[str, Any] = {}
-        for i in indexes:
-            for j, dest in enumerate(remaining[i].get("route") or []):
-                if self._is_canary(dest):
-                    ops.append(
-                        {
-                            "op": "add",
-                            "path": f"/spec/http/{i}/route/{j}/weight",
-                            "value": action.canary_weight,
-                        }
-                    )
-                    canary_dest = dict(dest.get("destination") or {})
-                elif self._is_stable(dest):
-                    ops.append(
-                        {
-                            "op": "add",
-                            "path": f"/spec/http/{i}/route/{j}/weight",
-                            "value": 100 - action.canary_weight,
-                        }
-                    )
-        # 3. Desired header routes, ahead of the user's routes, in managedRoutes order.
-        order = {n: k for k, n in enumerate(self.managed_route_names)}
-        wanted = sorted(action.header_routes, key=lambda h: order.get(h.name, 0))
-        for k, hr in enumerate(wanted):
-            ops.append({"op": "add", "path": f"/spec/http/{k}", "value": self._header_route(hr, canary_dest)})
-        await call(
-            self.clients.custom.patch_namespaced_custom_object,
-            GROUP,
-            vs.version,
-            self.vs_namespace,
-            "virtualservices",
-            self.vs_name,
-            ops,
-            field_manager=FIELD_MANAGER,
-            _content_type="application/json-patch+json",
-        )
+            await self._retrying(
+                lambda fresh: self._apply_subsets(action.stable_hash, action.canary_hash, fresh)
+            )
+        for target in self.targets:
+
+            async def write(fresh: bool, target: Target = target) -> str | None:
+                return await self._apply_weights(target, action, fresh)
+
+            problem = await self._retrying(write)
+            if problem is not None:
+                return RouterState(kind="istio", ok=False, problem=problem)
         return await self.read(action.stable_hash, action.canary_hash)
 
-    async def _apply_subsets(self, stable_hash: str, canary_hash: str) -> None:
+    async def _retrying(self, write: Any) -> Any:
+        """A write planned from the cache; if the object changed meanwhile, re-read it and write again."""
+        return await retrying(write, self._conflicted)
+
+    def _conflicted(self) -> None:
+        self.conflicts += 1
+
+    async def _apply_weights(self, target: Target, action: SetTraffic, fresh: bool) -> str | None:
+        vs = await self._get("virtualservices", target.name, target.namespace, fresh=fresh)
+        if vs is None:
+            return f"VirtualService {target.name} not found"
+        ops = virtual_service_patch(target, vs.obj, self.sides, self.managed, action, self.top)
+        if isinstance(ops, str):
+            return ops
+        await self._patch("virtualservices", vs, target.namespace, ops)
+        return None
+
+    async def _apply_subsets(self, stable_hash: str, canary_hash: str, fresh: bool) -> None:
         assert self.dr is not None
-        dr = await self._get("destinationrules", self.dr.name, self.namespace)
+        dr = await self._get("destinationrules", self.dr.name, self.namespace, fresh=fresh)
         if dr is None:
             return
         subsets = (dr.obj.get("spec") or {}).get("subsets") or []
-        ops: list[dict[str, Any]] = [
-            {
-                "op": "test",
-                "path": "/metadata/resourceVersion",
-                "value": dr.obj["metadata"]["resourceVersion"],
-            }
-        ]
+        ops: list[Obj] = [rv_test(dr.obj)]
         for i, s in enumerate(subsets):
+            # Only the stable and canary subsets: additionalSubsetNames and any other subset
+            # keep their labels (Argo Rollouts' UpdateHash ignores them).
             want = {self.dr.stable_subset_name: stable_hash, self.dr.canary_subset_name: canary_hash}.get(
                 s.get("name")
             )
@@ -255,22 +637,12 @@ class IstioRouter:
             if (s.get("labels") or {}) != {HASH_LABEL: want}:
                 ops.append({"op": "add", "path": f"/spec/subsets/{i}/labels", "value": {HASH_LABEL: want}})
         if len(ops) > 1:
-            await call(
-                self.clients.custom.patch_namespaced_custom_object,
-                GROUP,
-                dr.version,
-                self.namespace,
-                "destinationrules",
-                self.dr.name,
-                ops,
-                field_manager=FIELD_MANAGER,
-                _content_type="application/json-patch+json",
-            )
+            await self._patch("destinationrules", dr, self.namespace, ops)
 
     async def release(self, stable_hash: str) -> None:
         """On deletion: all traffic to stable, managed routes removed."""
         try:
-            await self.apply(SetTraffic(0, stable_hash, stable_hash, ()))
+            await self.apply(SetTraffic(0, stable_hash, stable_hash, (), (), self.top))
         except ApiException as exc:
             if not is_not_found(exc):
                 raise

@@ -18,6 +18,7 @@ KWOK_VERSION = "0.8.0"
 HELM_VERSION = "3.22.0"
 KUSTOMIZE_VERSION = "5.8.2"
 ISTIO_API_VERSION = "1.31.4"
+GATEWAY_API_VERSION = "1.6.3"
 
 _DIRS = {
     "kube-apiserver": f"k8s-v{K8S_VERSION}",
@@ -70,6 +71,13 @@ def istio_crds() -> Path:
     path = cache_root() / f"istio-api-v{ISTIO_API_VERSION}" / "crds.yaml"
     if not path.is_file():
         raise MissingAsset(f"Istio CRDs not found at {path}; run `make testenv`")
+    return path
+
+
+def gateway_api_crds() -> Path:
+    path = cache_root() / f"gateway-api-v{GATEWAY_API_VERSION}" / "crds.yaml"
+    if not path.is_file():
+        raise MissingAsset(f"Gateway API CRDs not found at {path}; run `make testenv`")
     return path
 
 

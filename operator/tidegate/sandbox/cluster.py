@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -24,88 +22,86 @@ from typing import Any
 import yaml
 
 from tidegate.sandbox import assets
+from tidegate.sandbox._base import SandboxDir, SandboxError, _pid_alive, free_port, wait_for
 from tidegate.sandbox.certs import write_pki
+from tidegate.sandbox.podprocs import start_supervisor
+from tidegate.sandbox.prometheus import start_prometheus
+
+OUTBOUND_ENV = {
+    "TIDEGATE_OUTBOUND_ALLOW": "0.0.0.0/0 ::/0 127.0.0.0/8 ::1",
+    "TIDEGATE_OUTBOUND_SECRET_ALLOW": "127.0.0.0/8 ::1",
+}
+"""The operator's outbound policy on the sandbox: its Prometheus, the demo app and test servers
+listen on loopback, which an operator refuses unless told (`docs/install.md`, "Outbound
+requests"); the API server and link-local addresses stay refused."""
 
 NODE_COUNT = 3
 
+JOB_EXIT = r"(^|[;&|[:space:]])exit +[1-9][0-9]*([;&|[:space:]]|$)"
+"""A command or argument of a Job's container that exits with a code other than 0: `[sh, -c,
+"exit 1"]`, as Argo Rollouts' analysis-template examples write a failing job."""
 
-class SandboxError(RuntimeError):
-    pass
+JOB_POD_FAILS = f"""\
+# Tidegate's sandbox: kwok has no containers to run, so a Job's pod is finished by a stage.
+# kwok's own pod-complete stage makes every Running pod of a Job Succeeded; this one, which
+# outweighs it for the pods it selects, makes it Failed when a container's command or args
+# say `exit N` with N other than 0, so that the Job controller marks the Job failed.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: tidegate-job-pod-fail
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  weight: 1
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Running']
+    - key: '.metadata.ownerReferences.[].kind'
+      operator: 'In'
+      values: ['Job']
+    - key: >-
+        any(.spec.containers[] | (.command // []) + (.args // []) | .[];
+        type == "string" and test("{JOB_EXIT}"))
+      operator: 'In'
+      values: ['true']
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      containerStatuses:
+      {{{{ range $index, $item := .spec.containers }}}}
+      - image: {{{{ $item.image | Quote }}}}
+        name: {{{{ $item.name | Quote }}}}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: 1
+            finishedAt: {{{{ $now | Quote }}}}
+            reason: Error
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Failed
+"""
 
 
 def default_dir() -> Path:
     return Path(os.environ.get("TIDEGATE_SANDBOX_DIR") or f"/tmp/tidegate-sandbox-{os.getuid()}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @dataclass
-class Sandbox:
-    directory: Path
+class Sandbox(SandboxDir):
+    """The local control plane: start it, stop it, talk to it."""
 
     @classmethod
     def default(cls) -> Sandbox:
         return cls(default_dir())
-
-    # ------------------------------------------------------------------ paths
-    @property
-    def kubeconfig(self) -> Path:
-        return self.directory / "kubeconfig"
-
-    @property
-    def state_file(self) -> Path:
-        return self.directory / "state.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.directory / "logs"
-
-    @property
-    def pki(self) -> Path:
-        return self.directory / "pki"
-
-    def state(self) -> dict[str, Any]:
-        if not self.state_file.exists():
-            return {}
-        data: dict[str, Any] = json.loads(self.state_file.read_text())
-        return data
-
-    def _save(self, state: dict[str, Any]) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_file)
 
     def kubectl_dir(self) -> Path:
         return assets.binary("kubectl").parent
@@ -282,6 +278,7 @@ class Sandbox:
                 bins["kwok"],
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={assets.kwok_stages()}",
+                f"--config={self._job_stages()}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.244.0.0/16",
@@ -298,14 +295,10 @@ class Sandbox:
             self._start_prometheus(log)
         return api_ready
 
-    def _spawn(self, state: dict[str, Any], name: str, argv: list[str]) -> None:
-        logf = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        logf.close()
-        state["pids"][name] = proc.pid
-        self._save(state)
+    def _job_stages(self) -> Path:
+        path = self.directory / "kwok-job-stages.yaml"
+        path.write_text(JOB_POD_FAILS)
+        return path
 
     def _write_kubeconfig(self, port: int) -> None:
         def b64(name: str) -> str:
@@ -362,7 +355,7 @@ class Sandbox:
         return proc
 
     def _bootstrap(self, log: Callable[[str], None]) -> None:
-        """Nodes for kwok, the Istio CRDs and Tidegate's CRDs."""
+        """Nodes for kwok, the Istio and Gateway API CRDs and Tidegate's CRDs."""
         wait_for(
             lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
             60,
@@ -392,6 +385,7 @@ class Sandbox:
             )
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(nodes))
         self.kubectl("apply", "--server-side", "-f", str(assets.istio_crds()))
+        self.kubectl("apply", "--server-side", "-f", str(assets.gateway_api_crds()))
         self.apply_crds()
         wait_for(
             lambda: (
@@ -422,9 +416,6 @@ class Sandbox:
 
     # ------------------------------------------------------------- prometheus
     def _start_prometheus(self, log: Callable[[str], None]) -> None:
-        from tidegate.sandbox.podprocs import start_supervisor
-        from tidegate.sandbox.prometheus import start_prometheus
-
         start_prometheus(self, log)
         start_supervisor(self, log)  # demo apps behind demo pods, their targets and load
 
@@ -459,4 +450,5 @@ class Sandbox:
         log(f"sandbox: stopped {len(pids)} processes and removed {self.directory}")
 
     def env(self) -> str:
-        return f'export KUBECONFIG="{self.kubeconfig}"\nexport PATH="{self.kubectl_dir()}:$PATH"\n'
+        outbound = "".join(f'export {key}="{value}"\n' for key, value in OUTBOUND_ENV.items())
+        return f'export KUBECONFIG="{self.kubeconfig}"\nexport PATH="{self.kubectl_dir()}:$PATH"\n{outbound}'

@@ -16,6 +16,10 @@ Per refresh (every second) it builds *streams*, each sending `rate` requests per
   that subset in the DestinationRule for the same host. The first VirtualService by name
   claims an app (pods with the same `app` label in a namespace); later ones reaching the
   same app are skipped, so an app never gets twice the rate.
+- an HTTPRoute stream, for each HTTPRoute that no VirtualService beat to the app, likewise:
+  its primary rule is the first rule with backendRefs and no header match (Tidegate's header
+  rules are skipped so), and each backendRef to a Service takes its `weight` (1 when unset,
+  as the Gateway API defines it) spread evenly over that Service's pods.
 - a Service stream, for each Service annotated `demo.tidegate.io/load: "true"` that reaches
   demo pods of an app no VirtualService claims: its pods alike. For blue-green, annotate
   the active Service, and the preview gets no load (as with real users).
@@ -56,6 +60,7 @@ MAX_RATE = 200.0
 MAX_IN_FLIGHT = 256
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
 LOAD_ANNOTATION = "demo.tidegate.io/load"
 """On a Service: an app without a VirtualService gets its load through this Service only."""
 
@@ -171,19 +176,14 @@ class _Index:
         return [e for e in self.endpoints if e.namespace == svc_ns and _matches(selector, e.labels)]
 
 
-def _vs_stream(vs: Mapping[str, Any], index: _Index) -> Stream | None:
-    namespace, name = _meta(vs)
-    route = _primary_route(vs)
-    if route is None:
-        return None
-    destinations = list(route.get("route") or [])
+def _weighted_stream(
+    stream_id: str, via: str, weighted: Iterable[tuple[float, list[Endpoint]]]
+) -> Stream | None:
+    """Each (weight, pods) spread evenly over its pods; weight to no pod is unroutable."""
     shares: dict[Endpoint, float] = {}
     reached: list[Endpoint] = []
     unroutable = total = 0.0
-    for dest in destinations:
-        weight = dest.get("weight")
-        w = float(weight) if weight is not None else (100.0 if len(destinations) == 1 else 0.0)
-        pods = index.pods_of(dest.get("destination") or {}, namespace)
+    for w, pods in weighted:
         reached += pods
         total += w
         if not pods:
@@ -193,16 +193,56 @@ def _vs_stream(vs: Mapping[str, Any], index: _Index) -> Stream | None:
             shares[pod] = shares.get(pod, 0.0) + w / len(pods)
     if not reached:
         return None
-    route_name = route.get("name")
-    via = f"VirtualService {namespace}/{name}" + (f" route {route_name}" if route_name else "")
     if total <= 0:
-        return Stream(f"{namespace}/virtualservice/{name}", via, tuple((p, 0.0) for p in reached), 1.0)
+        return Stream(stream_id, via, tuple((p, 0.0) for p in reached), 1.0)
     return Stream(
-        f"{namespace}/virtualservice/{name}",
+        stream_id,
         via,
         tuple((p, s / total) for p, s in sorted(shares.items(), key=lambda i: i[0].key)),
         unroutable / total,
     )
+
+
+def _vs_stream(vs: Mapping[str, Any], index: _Index) -> Stream | None:
+    namespace, name = _meta(vs)
+    route = _primary_route(vs)
+    if route is None:
+        return None
+    destinations = list(route.get("route") or [])
+    weighted = []
+    for dest in destinations:
+        weight = dest.get("weight")
+        w = float(weight) if weight is not None else (100.0 if len(destinations) == 1 else 0.0)
+        weighted.append((w, index.pods_of(dest.get("destination") or {}, namespace)))
+    route_name = route.get("name")
+    via = f"VirtualService {namespace}/{name}" + (f" route {route_name}" if route_name else "")
+    return _weighted_stream(f"{namespace}/virtualservice/{name}", via, weighted)
+
+
+def _primary_rule(route: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        if rule.get("backendRefs") and not any(m.get("headers") for m in rule.get("matches") or []):
+            return dict(rule)
+    return None
+
+
+def _http_route_stream(route: Mapping[str, Any], index: _Index) -> Stream | None:
+    """An HTTPRoute's primary rule as a stream: each Service backendRef's weight over its pods."""
+    namespace, name = _meta(route)
+    rule = _primary_rule(route)
+    if rule is None:
+        return None
+    weighted = [
+        (
+            float(ref.get("weight", 1)),
+            index.pods_of({"host": f"{ref.get('name')}.{ref.get('namespace') or namespace}"}, namespace),
+        )
+        for ref in rule.get("backendRefs") or []
+        if (ref.get("group") or "") == "" and (ref.get("kind") or "Service") == "Service"
+    ]
+    rule_name = rule.get("name")
+    via = f"HTTPRoute {namespace}/{name}" + (f" rule {rule_name}" if rule_name else "")
+    return _weighted_stream(f"{namespace}/httproute/{name}", via, weighted)
 
 
 def plan_streams(
@@ -210,6 +250,7 @@ def plan_streams(
     services: Iterable[Mapping[str, Any]] = (),
     virtual_services: Iterable[Mapping[str, Any]] = (),
     destination_rules: Iterable[Mapping[str, Any]] = (),
+    http_routes: Iterable[Mapping[str, Any]] = (),
 ) -> list[Stream]:
     """Which pods each stream's requests go to, and in what shares.
 
@@ -223,8 +264,9 @@ def plan_streams(
     index = _Index(eps, services, destination_rules)
     streams: list[Stream] = []
     claimed: set[tuple[str, str]] = set()
-    for vs in sorted(virtual_services, key=_meta):
-        stream = _vs_stream(vs, index)
+    candidates = [_vs_stream(vs, index) for vs in sorted(virtual_services, key=_meta)]
+    candidates += [_http_route_stream(r, index) for r in sorted(http_routes, key=_meta)]
+    for stream in candidates:
         if stream is None:
             continue
         apps = {(e.namespace, e.app) for e, _share in stream.shares}
@@ -256,7 +298,7 @@ def plan_streams(
         streams.append(
             Stream(
                 f"{namespace}/app/{app}",
-                f"all pods of app {app!r} in {namespace} (no VirtualService)",
+                f"all pods of app {app!r} in {namespace} (no VirtualService or HTTPRoute)",
                 tuple((p, 1.0 / len(pods)) for p in pods),
             )
         )
@@ -286,16 +328,18 @@ class _RoundRobin:
 
 
 # ------------------------------------------------------------------- reading the API
+Routing = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+"""(Services, VirtualServices, DestinationRules, HTTPRoutes): plan_streams' arguments."""
+
+
 class RoutingReader(Protocol):
-    def read(
-        self, namespaces: Iterable[str]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """(Services, VirtualServices, DestinationRules) of these namespaces."""
+    def read(self, namespaces: Iterable[str]) -> Routing:
+        """(Services, VirtualServices, DestinationRules, HTTPRoutes) of these namespaces."""
         ...
 
 
 class KubeRoutingReader:
-    """Lists Services, VirtualServices and DestinationRules with the official client."""
+    """Lists Services, VirtualServices, DestinationRules and HTTPRoutes with the official client."""
 
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client
@@ -325,18 +369,35 @@ class KubeRoutingReader:
         self._version[plural] = None  # Istio's CRDs are not installed: no routing objects
         return []
 
-    def read(
-        self, namespaces: Iterable[str]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    def _http_routes(self, namespace: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+
+        if self._version.get("httproutes", GATEWAY_VERSION) is None:
+            return []
+        try:
+            body: Any = self.custom.list_namespaced_custom_object(
+                GATEWAY_GROUP, GATEWAY_VERSION, namespace, "httproutes", _request_timeout=10
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._version["httproutes"] = None  # the Gateway API's CRDs are not installed
+            return []
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    def read(self, namespaces: Iterable[str]) -> Routing:
         services: list[dict[str, Any]] = []
         virtual_services: list[dict[str, Any]] = []
         destination_rules: list[dict[str, Any]] = []
+        http_routes: list[dict[str, Any]] = []
         for ns in sorted(set(namespaces)):
             resp: Any = self.core.list_namespaced_service(ns, _preload_content=False, _request_timeout=10)
             services += json.loads(resp.data).get("items") or []
             virtual_services += self._istio(ns, "virtualservices")
             destination_rules += self._istio(ns, "destinationrules")
-        return services, virtual_services, destination_rules
+            http_routes += self._http_routes(ns)
+        return services, virtual_services, destination_rules, http_routes
 
 
 # ------------------------------------------------------------------------- sending
@@ -403,7 +464,7 @@ class LoadGenerator:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._requests: set[asyncio.Task[None]] = set()
         self._in_flight = 0
-        self._routing: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] = ([], [], [])
+        self._routing: Routing = ([], [], [], [])
         self._routing_error: str | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -40,12 +40,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tidegate.core.hashing import HASH_LABEL
-
-if TYPE_CHECKING:
-    from tidegate.sandbox.cluster import Sandbox
+from tidegate.sandbox._base import SandboxDir, _pid_alive
+from tidegate.sandbox._base import SandboxDir as Sandbox
 
 ANNOTATION_APP = "demo.tidegate.io/app"
 ANNOTATION_ERROR_RATE = "demo.tidegate.io/error-rate"
@@ -183,9 +182,8 @@ class Supervisor:
         max_in_flight: int = 64,
         python: str = sys.executable,
     ) -> None:
-        from tidegate.sandbox.cluster import Sandbox
 
-        self.sandbox = Sandbox(sandbox_dir)
+        self.sandbox = SandboxDir(sandbox_dir)
         self.api_client = api_client
         self.rate = rate
         self.max_in_flight = max_in_flight
@@ -440,8 +438,6 @@ def _write_json(path: Path, data: Any) -> None:
 # -------------------------------------------------------------- start / command
 def start_supervisor(sandbox: Sandbox, log: Callable[[str], None] = print) -> None:
     """Start the supervisor as a sandbox child (pid `podprocs`), unless it already runs."""
-    from tidegate.sandbox.cluster import _pid_alive
-
     state = sandbox.state()
     pid = state.get("pids", {}).get("podprocs")
     if pid and _pid_alive(pid):

@@ -7,14 +7,13 @@ import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from tidegate.sandbox import assets
-
-if TYPE_CHECKING:
-    from tidegate.sandbox.cluster import Sandbox
+from tidegate.sandbox._base import SandboxDir as Sandbox
+from tidegate.sandbox._base import free_port, wait_for
 
 SCRAPE_INTERVAL = "1s"
 
@@ -32,7 +31,6 @@ def write_targets(sandbox: Sandbox, targets: list[dict[str, Any]]) -> None:
 
 
 def start_prometheus(sandbox: Sandbox, log: Callable[[str], None]) -> None:
-    from tidegate.sandbox.cluster import free_port, wait_for
 
     binary = assets.prometheus()
     root = sandbox.directory / "prometheus"

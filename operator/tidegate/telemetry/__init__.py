@@ -13,6 +13,7 @@ kubernetes), so any layer above can use it.
 """
 
 from tidegate.telemetry._logging import (
+    NOISY_LOGGERS,
     JsonFormatter,
     RolloutLoggerAdapter,
     TextFormatter,
@@ -20,15 +21,25 @@ from tidegate.telemetry._logging import (
     rollout_logger,
     setup_logging,
 )
-from tidegate.telemetry._metrics import ANALYSIS_OUTCOMES, PHASES, RECONCILE_BUCKETS, Telemetry
+from tidegate.telemetry._metrics import (
+    ANALYSIS_OUTCOMES,
+    ANALYSIS_PHASES,
+    PHASES,
+    RECONCILE_BUCKETS,
+    REPLICA_STATES,
+    Telemetry,
+)
 from tidegate.telemetry._server import DEFAULT_HOST, DEFAULT_PORT, TelemetryServer
 
 __all__ = [
     "ANALYSIS_OUTCOMES",
+    "ANALYSIS_PHASES",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "NOISY_LOGGERS",
     "PHASES",
     "RECONCILE_BUCKETS",
+    "REPLICA_STATES",
     "JsonFormatter",
     "RolloutLoggerAdapter",
     "Telemetry",

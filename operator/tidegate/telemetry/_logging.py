@@ -31,6 +31,18 @@ LEVELS: dict[str, int] = {
     "critical": logging.CRITICAL,
 }
 
+NOISY_LOGGERS: tuple[str, ...] = (
+    "asyncio",
+    "aiohttp.access",
+    "urllib3",
+    "httpx",
+    "httpcore",
+    "kubernetes",
+    "kopf.objects",
+)
+"""Third-party loggers held at warning unless the level is debug. kopf.objects logs a line per
+handled watch event at info."""
+
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -77,10 +89,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update(rollout_fields(record))
-        for key, value in record.__dict__.items():
-            if key in _STANDARD_ATTRS or key in _KOPF_ATTRS or key in _FIXED_KEYS or key.startswith("_"):
-                continue
-            payload[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -88,8 +97,22 @@ class JsonFormatter(logging.Formatter):
         return _json.dumps(payload, ensure_ascii=False, default=str)
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's own fields beyond the fixed ones (`extra=`), printable as they are."""
+    out: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _STANDARD_ATTRS or key in _KOPF_ATTRS or key in _FIXED_KEYS or key.startswith("_"):
+            continue
+        out[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+    return out
+
+
 class TextFormatter(logging.Formatter):
-    """``2026-01-02T03:04:05.678Z info    tidegate.handlers [shop/web] message`` for people."""
+    """``2026-01-02T03:04:05.678Z info    tidegate.rollout [shop/web] message revision=2 step=1``.
+
+    For people: the Rollout in brackets, then the record's other fields as key=value (None
+    left out), in the order they were given.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         fields = rollout_fields(record)
@@ -98,12 +121,20 @@ class TextFormatter(logging.Formatter):
         if subject:
             prefix = f"[{fields['namespace']}/{subject}] " if "namespace" in fields else f"[{subject}] "
         level = record.levelname.lower()
+        extras = " ".join(f"{k}={_quoted(v)}" for k, v in _extras(record).items() if v is not None)
         line = f"{_timestamp(record)} {level:<7} {record.name} {prefix}{record.getMessage()}"
+        if extras:
+            line += " " + extras
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
+
+
+def _quoted(value: Any) -> str:
+    text = str(value)
+    return _json.dumps(text) if (not text or any(c in text for c in ' "=')) else text
 
 
 class _TelemetryHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -131,9 +162,10 @@ def setup_logging(level: str = "info", json: bool = True) -> logging.Handler:
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _TelemetryHandler)]
     root.addHandler(handler)
     root.setLevel(root_level)
-    # Library chatter that would drown the operator's own lines below debug.
-    for noisy in ("asyncio", "aiohttp.access", "urllib3.connectionpool"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Other libraries' request lines (httpx logs every Prometheus query URL at info) only at
+    # debug; their warnings and errors always.
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if root_level <= logging.DEBUG else logging.WARNING)
     return handler
 
 

@@ -1,0 +1,114 @@
+"""An abort written between the operator's read and its status write is never lost.
+
+The interleaving is made deterministic: the session's operator is stopped, and this
+test runs the operator's own pass (`reconcile`) in-process against the real API
+server, writing the abort from the `before_status_write` hook — after the pass has
+planned from the old Rollout, before it writes. The write must meet a 409, plan
+again from the newer Rollout, and end aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_canary import HOST, canary
+from tests.kube import Kube, OperatorProcess, new_namespace
+from tidegate.core.model import Event
+from tidegate.handlers.reconcile import PassResult, reconcile
+from tidegate.k8s.cache import Cache
+from tidegate.k8s.client import Clients
+from tidegate.sandbox import Sandbox
+
+
+@pytest.fixture
+def quiet(sandbox: Sandbox, operator: OperatorProcess) -> Iterator[Kube]:
+    """A namespace with no operator running: only this test's passes act."""
+    operator.stop()
+    ns = new_namespace(sandbox)
+    try:
+        yield Kube(sandbox, ns)
+    finally:
+        sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        operator.start()
+
+
+async def _passes_until(
+    clients: Clients, cache: Cache, kube: Kube, events: list[Event], done: Any, what: str
+) -> PassResult:
+    async def emit(_: dict[str, Any], event: Event) -> None:
+        events.append(event)
+
+    deadline = time.monotonic() + 60
+    last: PassResult | None = None
+    while time.monotonic() < deadline:
+        cache.forget_rollout(kube.namespace, "web")  # no kopf here to feed it: read afresh
+        last = await reconcile(clients, cache, kube.namespace, "web", emit)
+        if last is not None and done(last.status):
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last status: {last and last.status}")
+
+
+def test_an_abort_written_during_a_promoting_pass_wins(quiet: Kube) -> None:
+    kube = quiet
+    for path in HOST:
+        kube.apply_file(path)
+    kube.apply(canary([{"setWeight": 30}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]))
+
+    async def scenario() -> None:
+        clients = Clients.load(str(kube.sandbox.kubeconfig))
+        cache = Cache(clients, (kube.namespace,))
+        await cache.start()
+        await cache.wait_synced(timeout=30)
+        events: list[Event] = []
+        try:
+            await _passes_until(
+                clients, cache, kube, events, lambda s: s.get("phase") == "Healthy", "Healthy"
+            )
+            image = [
+                {
+                    "op": "replace",
+                    "path": "/spec/template/spec/containers/0/image",
+                    "value": "registry.example/web:2.0",
+                }
+            ]
+            kube.kubectl("patch", "rollout.tidegate.io", "web", "--type=json", "-p", json.dumps(image))
+            await _passes_until(
+                clients, cache, kube, events, lambda s: s.get("phase") == "Paused", "paused at 30%"
+            )
+            kube.patch_status("web", {"pauseConditions": []})  # promote: the next pass moves on
+            events.clear()
+            written: list[str] = []
+
+            async def abort_meanwhile() -> None:
+                if not written:
+                    kube.patch_status("web", {"abort": True})
+                    written.append("abort")
+
+            cache.forget_rollout(kube.namespace, "web")
+
+            async def emit(_: dict[str, Any], event: Event) -> None:
+                events.append(event)
+
+            result = await reconcile(
+                clients, cache, kube.namespace, "web", emit, before_status_write=abort_meanwhile
+            )
+            assert written == ["abort"], "the hook ran between planning and writing"
+            assert result is not None and result.conflicts >= 1, "the stale write met a 409"
+            status = kube.status("web")
+            assert status["abort"] is True, f"the abort was lost: {status}"
+            assert status["phase"] == "Degraded", status.get("message")
+            assert status.get("currentStepIndex") == 1, "the promoting pass did not advance past the abort"
+            reasons = [e.reason for e in events]
+            assert "RolloutAborted" in reasons
+            assert reasons.count("StepCompleted") == 0, f"the discarded plan's Events were posted: {reasons}"
+        finally:
+            cache.stop()
+
+    asyncio.run(scenario())
