@@ -575,3 +575,22 @@ def test_an_re2_regex_is_accepted() -> None:
     doc = _rollout({"virtualService": {"name": "web"}}, steps=[step])
     doc["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] = [{"name": "hdr"}]
     assert spec_problems(Rollout.model_validate(doc)) == []
+
+
+def test_a_route_that_cannot_be_weighed_is_invalid_spec_and_the_plan_moves_nothing() -> None:
+    """The router's SpecProblem, read from the VirtualService, reaches the planner as InvalidSpec:
+    no traffic write, no new ReplicaSet, the stable as it is."""
+    from tests.unit.planner_fixtures import V1, canary_rollout, observed, rs
+    from tidegate.core.model import CreateReplicaSet, RouterState
+    from tidegate.core.planner import plan
+
+    obj = vs(http=[{"name": "primary", "route": [*split(90, 0)["route"], dest("legacy", 10)]}])
+    problem = read_virtual_service(Target("ns", "web", routes=("primary",)), obj, HOSTS, NONE)
+    assert isinstance(problem, SpecProblem)
+    router = RouterState(kind="istio", ok=False, problem=problem, invalid=True)
+    r = canary_rollout(status={"stableRS": V1, "currentPodHash": V1})
+    p = plan(observed(r, [rs("web:1", 4)], {"web-stable": V1, "web-canary": V1}, router=router))
+    invalid = {c["type"]: c for c in p.status["conditions"]}["InvalidSpec"]
+    assert invalid["status"] == "True" and problem in invalid["message"]
+    assert not [a for a in p.actions if isinstance(a, SetTraffic | CreateReplicaSet)]
+    assert p.status["phase"] == "Degraded"
