@@ -16,6 +16,11 @@ every one of them carries it. In each, the routes weighed are:
 - TCP: those whose matches name the port of a `tcpRoutes` item (searchTcpRoute), or every
   TCP route that is exactly the two.
 
+A weighed route with a destination that is neither the stable nor the canary, one of them
+twice, or additional subsets that weigh anything, could not sum to the total: it is a
+SpecProblem (InvalidSpec naming the route and the VirtualService) and nothing is written
+(route_unfit; Argo Rollouts' ValidateHTTPRoutes / validateVirtualServiceRouteDestinations).
+
 Managed routes (`setHeaderRoute`, `setMirrorRoute`) go ahead of the user's HTTP routes in
 managedRoutes order (Argo Rollouts' orderRoutes), in every VirtualService that has a
 weighed HTTP route. A mirror route sends its matching requests where the weighed route
