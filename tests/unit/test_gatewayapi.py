@@ -14,6 +14,7 @@ from tidegate.api.rollout import Rollout
 from tidegate.core.model import HeaderRoute
 from tidegate.core.validation import spec_problems
 from tidegate.k8s.cache import rollout_refs
+from tidegate.routers._objects import SpecProblem
 from tidegate.routers.gatewayapi import (
     Backends,
     Reading,
@@ -180,13 +181,9 @@ PRIMARY = split(
 
 
 def test_weights_are_written_on_the_two_backend_refs_only() -> None:
-    extra = {"backendRefs": [ref("web-stable", 100), ref("web-canary", 0), ref("mirror", 7)]}
-    out = apply(route(PRIMARY, extra, {"backendRefs": [ref("web-canary", 3)]}), HTTP, 5)
+    out = apply(route(PRIMARY, {"backendRefs": [ref("web-canary", 3)]}), HTTP, 5)
     assert [r["weight"] for r in out["spec"]["rules"][0]["backendRefs"]] == [95, 5]
-    assert [r["weight"] for r in out["spec"]["rules"][1]["backendRefs"]] == [95, 5, 7], (
-        "a third backend keeps its own"
-    )
-    assert out["spec"]["rules"][2] == {"backendRefs": [ref("web-canary", 3)]}, (
+    assert out["spec"]["rules"][1] == {"backendRefs": [ref("web-canary", 3)]}, (
         "a rule of the owner's is untouched"
     )
     assert {k: v for k, v in out["spec"]["rules"][0].items() if k != "backendRefs"} == {
@@ -537,3 +534,31 @@ def test_header_route_steps_need_a_route_that_takes_them() -> None:
         "spec.strategy.canary.steps[0].setHeaderRoute: no route takes header routes (httpRoute, grpcRoute, "
         "or an httpRoutes / grpcRoutes item with useHeaderRoutes: true)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("refs", "problem"),
+    [
+        pytest.param(
+            [ref("web-stable", 100), ref("web-canary", 0), ref("mirror", 7)],
+            "rule primary of HTTPRoute web has a backendRef that is neither the stable nor the canary "
+            "Service (Service mirror (weight 7); web-stable/web-canary): its weights would not sum to 100",
+            id="a third backend (95 + 5 + 7 = 107 before)",
+        ),
+        pytest.param(
+            [ref("web-stable", 50), ref("web-canary", 0), ref("web-stable", 50)],
+            "rule primary of HTTPRoute web has 2 backendRefs to the stable Service: each would get the "
+            "stable weight and the weights would not sum to 100",
+            id="the stable twice",
+        ),
+    ],
+)
+def test_a_managed_rule_whose_weights_cannot_sum_to_100_is_a_spec_problem(
+    refs: list[dict[str, Any]], problem: str
+) -> None:
+    """Issue 12: InvalidSpec naming the rule and the route; read and write refuse it alike."""
+    obj = route({**PRIMARY, "backendRefs": refs})
+    found = read_route(HTTP, obj, B, MANAGED)
+    assert isinstance(found, SpecProblem)
+    assert found == problem
+    assert route_patch(HTTP, obj, B, MANAGED, 5, ()) == problem

@@ -16,6 +16,7 @@ from tidegate.core.model import HeaderRoute, MirrorRoute, SetTraffic
 from tidegate.core.traffic import mirror_routes_at
 from tidegate.core.validation import spec_problems
 from tidegate.k8s.cache import rollout_refs
+from tidegate.routers._objects import SpecProblem
 from tidegate.routers.istio import (
     Managed,
     Reading,
@@ -199,7 +200,7 @@ def test_weighed_routes(target: Target, spec: dict[str, Any], expected: dict[str
 
 
 def test_additional_subsets_share_a_route_found_without_a_name() -> None:
-    route = {"route": [dest("web", 80, "stable"), dest("web", 10, "canary"), dest("web", 10, "preview")]}
+    route = {"route": [dest("web", 90, "stable"), dest("web", 10, "canary"), dest("web", 0, "preview")]}
     other = {"route": [dest("web", 90, "stable"), dest("web", 10, "canary"), dest("web", 0, "mystery")]}
     assert managed_indexes(VS, {"http": [route, other]}, SUBSETS, NONE) == {"http": [0], "tls": [], "tcp": []}
 
@@ -249,24 +250,41 @@ def test_weights_written_and_read_back(
 
 
 def test_additional_subsets_keep_their_weight_and_the_stable_gets_the_rest() -> None:
-    """Argo Rollouts' processRoutes: stable = max - canary - additional (never below 0)."""
+    """Argo Rollouts' processRoutes: stable = max - canary - additional. An additional subset
+    must weigh 0 (full promotion gives the canary the whole total); one that weighs more is
+    InvalidSpec naming the route (it was a promotion that never verified: 100 + 10)."""
     route = {
         "name": "primary",
-        "route": [dest("web", 90, "stable"), dest("web", 0, "canary"), dest("web", 10, "preview")],
+        "route": [dest("web", 100, "stable"), dest("web", 0, "canary"), dest("web", 0, "preview")],
     }
     obj = vs(http=[route])
-    for canary_weight, stable in ((30, 60), (95, 0)):
+    for canary_weight, stable in ((30, 70), (100, 0)):
         ops = virtual_service_patch(VS, obj, SUBSETS, NONE, SetTraffic(canary_weight, "s", "c"))
         assert isinstance(ops, list)
         new = applied(obj, ops)
-        assert [d["weight"] for d in new["spec"]["http"][0]["route"]] == [stable, canary_weight, 10]
+        assert [d["weight"] for d in new["spec"]["http"][0]["route"]] == [stable, canary_weight, 0]
         reading = read_virtual_service(VS, new, SUBSETS, NONE)
         assert isinstance(reading, Reading)
         assert (reading.canary_weight, reading.stable_weight, reading.additional_weight) == (
             canary_weight,
             stable,
-            10,
+            0,
         )
+    weighty = vs(
+        http=[
+            {
+                **route,
+                "route": [dest("web", 90, "stable"), dest("web", 0, "canary"), dest("web", 10, "preview")],
+            }
+        ]
+    )
+    problem = read_virtual_service(VS, weighty, SUBSETS, NONE)
+    assert isinstance(problem, SpecProblem)
+    assert problem == (
+        "HTTP route primary of VirtualService web gives its additional subsets weight 10: with the canary "
+        "at 100 (full promotion) its weights would sum to 110, not 100 (trafficRouting.istio.virtualService)"
+    )
+    assert virtual_service_patch(VS, weighty, SUBSETS, NONE, SetTraffic(30, "s", "c")) == problem
 
 
 def test_routes_that_disagree_do_not_read_as_in_place() -> None:
@@ -447,3 +465,132 @@ def test_max_traffic_weight_needs_a_router() -> None:
         "spec.strategy.canary.trafficRouting.maxTrafficWeight: needs a traffic router (istio or gatewayAPI)"
         in spec_problems(Rollout.model_validate(doc))
     )
+
+
+# --------------------------------------------------------------------------- routes that cannot be weighed
+PRIMARY = Target("shop", "web", routes=("primary",))
+
+
+@pytest.mark.parametrize(
+    ("target", "spec", "problem"),
+    [
+        pytest.param(
+            PRIMARY,
+            {"http": [{"name": "primary", "route": [*split(90, 0)["route"], dest("legacy", 10)]}]},
+            "HTTP route primary of VirtualService web has a destination that is neither the stable nor the "
+            "canary (host legacy (weight 10); hosts web-stable/web-canary): its weights would not sum to 100 "
+            "(trafficRouting.istio.virtualService)",
+            id="a third destination at weight 10 (110 before)",
+        ),
+        pytest.param(
+            Target("shop", "web", tcp_routes=(IstioTCPRoute(port=5432),)),
+            {"tcp": [{"match": [{"port": 5432}], "route": [*split()["route"], dest("legacy", 0)]}]},
+            "TCP route tcp[0] of VirtualService web has a destination that is neither the stable nor the "
+            "canary (host legacy (weight 0); hosts web-stable/web-canary): its weights would not sum to 100 "
+            "(trafficRouting.istio.virtualService)",
+            id="a third destination in a TCP route",
+        ),
+        pytest.param(
+            VS,
+            {"http": [{"route": [dest("web-stable", 50), dest("web-canary", 0), dest("web-stable", 50)]}]},
+            "HTTP route http[0] of VirtualService web has 2 stable destinations: each would get the stable "
+            "weight and the weights would not sum to 100 (trafficRouting.istio.virtualService)",
+            id="the stable twice",
+        ),
+    ],
+)
+def test_a_weighed_route_whose_weights_cannot_sum_to_the_total_is_a_spec_problem(
+    target: Target, spec: dict[str, Any], problem: str
+) -> None:
+    """Issue 12: InvalidSpec naming the route and the VirtualService; read and write refuse it
+    alike, so the object is never patched."""
+    obj = vs(**spec)
+    found = read_virtual_service(target, obj, HOSTS, NONE)
+    assert isinstance(found, SpecProblem)
+    assert found == problem
+    assert virtual_service_patch(target, obj, HOSTS, NONE, SetTraffic(25, "s", "c")) == problem
+
+
+def test_an_unnamed_route_with_a_third_destination_is_not_weighed() -> None:
+    """Without `routes`, only a route that is exactly the stable and the canary is weighed."""
+    spec = {"http": [{"route": [*split()["route"], dest("legacy", 0)]}, split()]}
+    assert managed_indexes(VS, spec, HOSTS, NONE) == {"http": [1], "tls": [], "tcp": []}
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        pytest.param(
+            {
+                "setHeaderRoute": {
+                    "name": "hdr",
+                    "match": [{"headerName": "x", "headerValue": {"regex": "(["}}],
+                }
+            },
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue.regex: '([' is not an RE2 "
+            "regular expression (missing ]: [)",
+            id="header regex",
+        ),
+        pytest.param(
+            {
+                "setHeaderRoute": {
+                    "name": "hdr",
+                    "match": [
+                        {"headerName": "x", "headerValue": {"exact": "a"}},
+                        {"headerName": "y", "headerValue": {"regex": "(?<=a)b"}},
+                    ],
+                }
+            },
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[1].headerValue.regex: '(?<=a)b' is not an "
+            "RE2 regular expression (invalid perl operator: (?<=)",
+            id="a Perl look-behind, not RE2",
+        ),
+        pytest.param(
+            {"setMirrorRoute": {"name": "mirror", "match": [{"path": {"regex": "a{2,1}"}}]}},
+            "spec.strategy.canary.steps[0].setMirrorRoute.match[0].path.regex: 'a{2,1}' is not an RE2 "
+            "regular expression (invalid repetition size: {2,1})",
+            id="mirror path regex",
+        ),
+    ],
+)
+def test_a_regex_that_re2_refuses_is_invalid_spec_naming_its_field(
+    step: dict[str, Any], problem: str
+) -> None:
+    doc = _rollout({"virtualService": {"name": "web"}}, steps=[step])
+    doc["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] = [
+        {"name": "hdr"},
+        {"name": "mirror"},
+    ]
+    problems = spec_problems(Rollout.model_validate(doc))
+    assert problem in problems
+
+
+def test_an_re2_regex_is_accepted() -> None:
+    step = {
+        "setHeaderRoute": {
+            "name": "hdr",
+            "match": [{"headerName": "x", "headerValue": {"regex": "^(a|b)+$"}}],
+        }
+    }
+    doc = _rollout({"virtualService": {"name": "web"}}, steps=[step])
+    doc["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] = [{"name": "hdr"}]
+    assert spec_problems(Rollout.model_validate(doc)) == []
+
+
+def test_a_route_that_cannot_be_weighed_is_invalid_spec_and_the_plan_moves_nothing() -> None:
+    """The router's SpecProblem, read from the VirtualService, reaches the planner as InvalidSpec:
+    no traffic write, no new ReplicaSet, the stable as it is."""
+    from tests.unit.planner_fixtures import V1, canary_rollout, observed, rs
+    from tidegate.core.model import CreateReplicaSet, RouterState
+    from tidegate.core.planner import plan
+
+    obj = vs(http=[{"name": "primary", "route": [*split(90, 0)["route"], dest("legacy", 10)]}])
+    problem = read_virtual_service(Target("ns", "web", routes=("primary",)), obj, HOSTS, NONE)
+    assert isinstance(problem, SpecProblem)
+    router = RouterState(kind="istio", ok=False, problem=problem, invalid=True)
+    r = canary_rollout(status={"stableRS": V1, "currentPodHash": V1})
+    p = plan(observed(r, [rs("web:1", 4)], {"web-stable": V1, "web-canary": V1}, router=router))
+    invalid = {c["type"]: c for c in p.status["conditions"]}["InvalidSpec"]
+    assert invalid["status"] == "True" and problem in invalid["message"]
+    assert not [a for a in p.actions if isinstance(a, SetTraffic | CreateReplicaSet)]
+    assert p.status["phase"] == "Degraded"

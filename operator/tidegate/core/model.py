@@ -86,6 +86,10 @@ class RouterState:
     refused: bool = False
     """The router's objects are in another namespace that has not consented: `problem` says
     which field (InvalidSpec; the router reads and writes nothing)."""
+    invalid: bool = False
+    """The router's objects do not fit the spec (a weighed route with a foreign destination,
+    weights that cannot sum to maxTrafficWeight): `problem` names the route and the object
+    (InvalidSpec; nothing is written to them)."""
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,9 @@ def plan(obs: ObservedState) -> Plan:
     status["selector"] = selector_string(r)
 
     problems = spec_problems(r) + workload_problems(r, template)
-    if obs.router.refused and obs.router.problem:
-        problems.append(obs.router.problem)  # another namespace, without its consent
+    if (obs.router.refused or obs.router.invalid) and obs.router.problem:
+        # Another namespace without its consent, or a route that cannot be weighed as asked.
+        problems.append(obs.router.problem)
     missing = missing_objects(obs)
     if problems:
         p.invalid = "; ".join(problems)

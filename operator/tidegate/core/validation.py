@@ -14,11 +14,14 @@ import functools
 import json
 import re
 
+import re2
+
 from tidegate.api.rollout import (
     GATEWAY_API_PLUGIN,
     Rollout,
     SetHeaderRoute,
     SetMirrorRoute,
+    StringMatch,
     TrafficRouting,
 )
 from tidegate.core.durations import DurationError, parse_duration
@@ -80,6 +83,7 @@ def operator_problems(r: Rollout) -> list[str]:
         for i, step in enumerate(canary.steps):
             where = f"spec.strategy.canary.steps[{i}]"
             if step.set_header_route is not None:
+                problems.extend(header_regex_problems(where, step.set_header_route))
                 problems.extend(query_param_problems(where, step.set_header_route, routing))
                 gateway = routing.gateway() if routing is not None else None
                 if routing is None or routing.router() is None:
@@ -95,6 +99,7 @@ def operator_problems(r: Rollout) -> list[str]:
                         "in trafficRouting.managedRoutes"
                     )
             if step.set_mirror_route is not None:
+                problems.extend(mirror_regex_problems(where, step.set_mirror_route))
                 problems.extend(mirror_route_problems(where, step.set_mirror_route, routing))
             if step.pause is not None and step.pause.duration is not None:
                 # The CRD's rule checks the form; this also refuses a negative number.
@@ -226,6 +231,57 @@ def routing_problems(routing: TrafficRouting) -> list[str]:
                 f"{ROUTING}.managedRoutes[{i}].name: {m.name!r} must be a Gateway API rule name "
                 "(lower case letters, digits, '-' and '.'; at most 240 characters)"
             )
+    return problems
+
+
+@functools.lru_cache(maxsize=1024)
+def re2_error(pattern: str) -> str | None:
+    """Why RE2 (the syntax of Istio's and Envoy's `regex`, and of the Gateway API's
+    RegularExpression) refuses the pattern; None when it compiles. Pure: it compiles a string.
+
+    Argo Rollouts writes a header route's regex into the VirtualService unchecked; Istio then
+    refuses the whole VirtualService (or Envoy rejects the route), so the check comes first."""
+    options = re2.Options()
+    options.log_errors = False  # the message is the answer, not a line on stderr
+    try:
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+    return None
+
+
+def header_regex_problems(where: str, route: SetHeaderRoute) -> list[str]:
+    """Each `regex` of a setHeaderRoute (header and query parameter values) must be RE2."""
+    problems = []
+    for j, m in enumerate(route.match):
+        for field, value in (("headerValue", m.header_value), ("queryParamValue", m.query_param_value)):
+            if value is None or value.regex is None:
+                continue
+            error = re2_error(value.regex)
+            if error is not None:
+                problems.append(
+                    f"{where}.setHeaderRoute.match[{j}].{field}.regex: {value.regex!r} is not an RE2 "
+                    f"regular expression ({error})"
+                )
+    return problems
+
+
+def mirror_regex_problems(where: str, route: SetMirrorRoute) -> list[str]:
+    """Each `regex` of a setMirrorRoute (method, path, headers) must be RE2."""
+    problems = []
+    for j, m in enumerate(route.match):
+        fields: list[tuple[str, StringMatch | None]] = [("method", m.method), ("path", m.path)]
+        fields += [(f"headers.{name}", value) for name, value in sorted(m.headers.items())]
+        for field, value in fields:
+            if value is None or value.regex is None:
+                continue
+            error = re2_error(value.regex)
+            if error is not None:
+                problems.append(
+                    f"{where}.setMirrorRoute.match[{j}].{field}.regex: {value.regex!r} is not an RE2 "
+                    f"regular expression ({error})"
+                )
     return problems
 
 

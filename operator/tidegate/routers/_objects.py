@@ -36,6 +36,12 @@ def rv_test(obj: dict[str, Any]) -> dict[str, Any]:
     return {"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]}
 
 
+class SpecProblem(str):
+    """A router object that does not fit the Rollout (a weighed route with a destination that is
+    neither the stable nor the canary, weights that cannot sum to the total): InvalidSpec, not
+    something to wait for. Nothing is written to the object; the stable keeps serving."""
+
+
 @dataclass
 class Found:
     version: str

@@ -2,7 +2,9 @@
 
 A rule is managed when its backendRefs name both the stable and the canary Service (found by
 name, as the Istio router finds unnamed routes): Tidegate sets their two weights to
-100 - w and w and leaves every other backendRef, match, filter and rule alone. A
+100 - w and w and leaves every match, filter and other rule alone. A managed rule with any
+other backendRef (or two of the stable or canary) is InvalidSpec naming the rule and the
+route: its weights could not sum to 100, and nothing is written. A
 setHeaderRoute step adds, for each managed rule of a route with `useHeaderRoutes`, a rule
 named after the managed route (`name`, then `name-1`, `name-2`...) whose matches are the
 source rule's with the step's headers added and whose one backendRef is the canary Service,
@@ -27,7 +29,7 @@ from tidegate.core.model import HeaderRoute, RouterState, SetTraffic
 from tidegate.core.traffic import header_routes_at
 from tidegate.k8s.cache import GATEWAY_GROUP, Cache, Store
 from tidegate.k8s.client import Clients
-from tidegate.routers._objects import Objects, retrying, rv_test
+from tidegate.routers._objects import Objects, SpecProblem, retrying, rv_test
 
 RouteKind = Literal["HTTPRoute", "GRPCRoute"]
 PLURALS: dict[RouteKind, str] = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
@@ -104,6 +106,35 @@ def managed_rules(
     return out
 
 
+def rule_unfit(route: Route, rule: Obj, label: str, b: Backends, top: int) -> SpecProblem | None:
+    """Why a managed rule cannot carry the Rollout's weights (InvalidSpec), or None: a
+    backendRef that is neither the stable nor the canary Service would keep its weight on top
+    of theirs, and a second stable (or canary) ref would get the same weight again. The plugin
+    (argoproj-labs/gatewayAPI) writes such a rule as it finds it; Tidegate refuses it, as Argo
+    Rollouts' Istio router refuses such a route (validateVirtualServiceRouteDestinations)."""
+    refs = rule.get("backendRefs") or []
+    where = f"rule {label} of {route}"
+    foreign = [ref for ref in refs if role(ref, route.namespace, b) is None]
+    if foreign:
+        names = ", ".join(
+            f"{ref.get('kind') or 'Service'} {ref.get('name')} (weight "
+            f"{DEFAULT_WEIGHT if ref.get('weight') is None else ref.get('weight')})"
+            for ref in foreign
+        )
+        return SpecProblem(
+            f"{where} has a backendRef that is neither the stable nor the canary Service ({names}; "
+            f"{b.stable}/{b.canary}): its weights would not sum to {top}"
+        )
+    for side in ("stable", "canary"):
+        count = sum(1 for ref in refs if role(ref, route.namespace, b) == side)
+        if count > 1:
+            return SpecProblem(
+                f"{where} has {count} backendRefs to the {side} Service: each would get the {side} "
+                f"weight and the weights would not sum to {top}"
+            )
+    return None
+
+
 def rule_weights(rule: Obj, route_namespace: str, b: Backends) -> tuple[int, int]:
     """(canary, stable) weights of a managed rule as written (an unset weight is 1)."""
     weights = {"stable": 0, "canary": 0}
@@ -138,8 +169,22 @@ def header_rule_names(base: str, count: int) -> list[str]:
     return [base if k == 0 else f"{base}-{k}" for k in range(count)]
 
 
+def _rule_label(rule: Obj, i: int) -> str:
+    return str(rule.get("name") or f"rules[{i}]")
+
+
+def _unfit(
+    route: Route, rules: Sequence[Obj], indexes: Sequence[int], b: Backends, top: int
+) -> SpecProblem | None:
+    for i in indexes:
+        unfit = rule_unfit(route, rules[i], _rule_label(rules[i], i), b, top)
+        if unfit is not None:
+            return unfit
+    return None
+
+
 def read_route(
-    route: Route, obj: Obj, b: Backends, managed: Sequence[str], header_routes: int = 0
+    route: Route, obj: Obj, b: Backends, managed: Sequence[str], header_routes: int = 0, top: int = 100
 ) -> Reading | str:
     """The route's weights and header rules, or the problem that stops Tidegate managing it.
 
@@ -151,6 +196,9 @@ def read_route(
     indexes = managed_rules(rules, route.namespace, b, managed)
     if not indexes:
         return _no_managed_rule(route, b)
+    unfit = _unfit(route, rules, indexes, b, top)
+    if unfit is not None:
+        return unfit
     own = sum(1 for r in rules if header_rule_of(r.get("name"), managed) is None)
     if route.use_header_routes and own + header_routes * len(indexes) > MAX_RULES:
         return (
@@ -246,6 +294,9 @@ def route_patch(
     indexes = managed_rules(remaining, route.namespace, b, managed)
     if not indexes:
         return _no_managed_rule(route, b)
+    unfit = _unfit(route, remaining, indexes, b, top)
+    if unfit is not None:
+        return unfit
     for i in indexes:
         for j, ref in enumerate(remaining[i].get("backendRefs") or []):
             r = role(ref, route.namespace, b)
@@ -335,9 +386,11 @@ class GatewayAPIRouter:
             found = await self.objects.get(self._store(route), route.plural, route.namespace, route.name)
             if found is None:
                 return RouterState(kind="gatewayAPI", ok=False, problem=self._missing(route))
-            reading = read_route(route, found.obj, self.backends, self.managed, self.header_routes)
+            reading = read_route(route, found.obj, self.backends, self.managed, self.header_routes, self.top)
             if isinstance(reading, str):
-                return RouterState(kind="gatewayAPI", ok=False, problem=reading)
+                return RouterState(
+                    kind="gatewayAPI", ok=False, problem=reading, invalid=isinstance(reading, SpecProblem)
+                )
             readings.append((route, reading))
         return combine(readings)
 
@@ -366,7 +419,9 @@ class GatewayAPIRouter:
 
             problem = await retrying(write, self._conflicted)
             if problem is not None:
-                return RouterState(kind="gatewayAPI", ok=False, problem=problem)
+                return RouterState(
+                    kind="gatewayAPI", ok=False, problem=problem, invalid=isinstance(problem, SpecProblem)
+                )
         return await self.read(action.stable_hash, action.canary_hash)
 
     def _conflicted(self) -> None:

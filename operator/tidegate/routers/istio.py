@@ -16,6 +16,11 @@ every one of them carries it. In each, the routes weighed are:
 - TCP: those whose matches name the port of a `tcpRoutes` item (searchTcpRoute), or every
   TCP route that is exactly the two.
 
+A weighed route with a destination that is neither the stable nor the canary, one of them
+twice, or additional subsets that weigh anything, could not sum to the total: it is a
+SpecProblem (InvalidSpec naming the route and the VirtualService) and nothing is written
+(route_unfit; Argo Rollouts' ValidateHTTPRoutes / validateVirtualServiceRouteDestinations).
+
 Managed routes (`setHeaderRoute`, `setMirrorRoute`) go ahead of the user's HTTP routes in
 managedRoutes order (Argo Rollouts' orderRoutes), in every VirtualService that has a
 weighed HTTP route. A mirror route sends its matching requests where the weighed route
@@ -42,7 +47,7 @@ from tidegate.core.model import HeaderRoute, MirrorRoute, RouterState, SetTraffi
 from tidegate.core.traffic import max_weight
 from tidegate.k8s.cache import Cache, Store
 from tidegate.k8s.client import ApiException, Clients, is_not_found
-from tidegate.routers._objects import Found, Objects, retrying, rv_test
+from tidegate.routers._objects import Found, Objects, SpecProblem, retrying, rv_test
 
 GROUP = "networking.istio.io"
 Kind = Literal["http", "tls", "tcp"]
@@ -173,8 +178,11 @@ def _exactly_ours(route: Obj, sides: Sides) -> bool:
     return "stable" in roles and "canary" in roles and all(r is not None for r in roles)
 
 
-def managed_indexes(target: Target, spec: Obj, sides: Sides, managed: Managed) -> dict[Kind, list[int]] | str:
-    """Indexes of the routes of each kind whose weights Tidegate sets, or the problem."""
+def managed_indexes(
+    target: Target, spec: Obj, sides: Sides, managed: Managed, top: int = 100
+) -> dict[Kind, list[int]] | str:
+    """Indexes of the routes of each kind whose weights Tidegate sets, or the problem (a
+    SpecProblem when a weighed route cannot carry the weights: route_unfit)."""
     http: list[Obj] = spec.get("http") or []
     tls: list[Obj] = spec.get("tls") or []
     tcp: list[Obj] = spec.get("tcp") or []
@@ -224,13 +232,58 @@ def managed_indexes(target: Target, spec: Obj, sides: Sides, managed: Managed) -
     for kind, indexes in found.items():
         for i in indexes:
             roles = {sides.role(d) for d in routes[kind][i].get("route") or []}
+            label = routes[kind][i].get("name") or f"{kind}[{i}]"
             if not {"stable", "canary"} <= roles:
-                label = routes[kind][i].get("name") or f"{kind}[{i}]"
                 return (
                     f"{kind.upper()} route {label} of VirtualService {target.name} does not route to "
                     f"both the stable and the canary ({sides.describe()})"
                 )
+            unfit = route_unfit(kind, str(label), routes[kind][i], target, sides, top)
+            if unfit is not None:
+                return unfit
     return found
+
+
+def _dest_text(d: Obj) -> str:
+    dest = d.get("destination") or {}
+    subset = f" subset {dest['subset']}" if dest.get("subset") else ""
+    return f"host {dest.get('host', '')!s}{subset} (weight {d.get('weight', 0)})"
+
+
+def route_unfit(
+    kind: Kind, label: str, route: Obj, target: Target, sides: Sides, top: int
+) -> SpecProblem | None:
+    """Why a weighed route cannot carry the Rollout's weights (InvalidSpec), or None.
+
+    Argo Rollouts refuses the same routes in ValidateHTTPRoutes / ValidateTlsRoutes /
+    ValidateTcpRoutes (validateVirtualServiceRouteDestinations: the stable and the canary, no
+    other destination). A destination that is neither would keep its weight on top of the
+    stable's and the canary's: weights summing past the total, traffic its author never split.
+    One stable or canary destination each, for the same reason. Additional subsets keep their
+    weight, so they must weigh 0: full promotion sends the canary the whole total."""
+    where = f"{kind.upper()} route {label} of VirtualService {target.name}"
+    destinations = route.get("route") or []
+    foreign = [d for d in destinations if sides.role(d) is None]
+    if foreign:
+        return SpecProblem(
+            f"{where} has a destination that is neither the stable nor the canary "
+            f"({', '.join(_dest_text(d) for d in foreign)}; {sides.describe()}): its weights would not "
+            f"sum to {top} ({target.where})"
+        )
+    for side in ("stable", "canary"):
+        count = sum(1 for d in destinations if sides.role(d) == side)
+        if count > 1:
+            return SpecProblem(
+                f"{where} has {count} {side} destinations: each would get the {side} weight and the "
+                f"weights would not sum to {top} ({target.where})"
+            )
+    _, _, additional = route_weights(route, sides)
+    if additional != 0:
+        return SpecProblem(
+            f"{where} gives its additional subsets weight {additional}: with the canary at {top} "
+            f"(full promotion) its weights would sum to {top + additional}, not {top} ({target.where})"
+        )
+    return None
 
 
 def route_weights(route: Obj, sides: Sides) -> tuple[int, int, int]:
@@ -337,11 +390,13 @@ def _weighed(route: Obj, sides: Sides, canary_weight: int, top: int) -> list[Obj
     return out
 
 
-def read_virtual_service(target: Target, obj: Obj, sides: Sides, managed: Managed) -> Reading | str:
+def read_virtual_service(
+    target: Target, obj: Obj, sides: Sides, managed: Managed, top: int = 100
+) -> Reading | str:
     """One VirtualService's weights and managed routes, or the problem that stops Tidegate."""
     spec: Obj = obj.get("spec") or {}
     http = _without_managed(spec.get("http") or [], managed)
-    indexes = managed_indexes(target, {**spec, "http": http}, sides, managed)
+    indexes = managed_indexes(target, {**spec, "http": http}, sides, managed, top)
     if isinstance(indexes, str):
         return indexes
     routes = {"http": http, "tls": spec.get("tls") or [], "tcp": spec.get("tcp") or []}
@@ -433,7 +488,7 @@ def virtual_service_patch(
     for i in reversed(present):
         ops.append({"op": "remove", "path": f"/spec/http/{i}"})
     remaining = [r for i, r in enumerate(http) if i not in present]
-    indexes = managed_indexes(target, {**spec, "http": remaining}, sides, managed)
+    indexes = managed_indexes(target, {**spec, "http": remaining}, sides, managed, top)
     if isinstance(indexes, str):
         return indexes
     routes = {"http": remaining, "tls": spec.get("tls") or [], "tcp": spec.get("tcp") or []}
@@ -538,9 +593,11 @@ class IstioRouter:
             vs = await self._get("virtualservices", target.name, target.namespace)
             if vs is None:
                 return RouterState(kind="istio", ok=False, problem=f"VirtualService {target.name} not found")
-            reading = read_virtual_service(target, vs.obj, self.sides, self.managed)
+            reading = read_virtual_service(target, vs.obj, self.sides, self.managed, self.top)
             if isinstance(reading, str):
-                return RouterState(kind="istio", ok=False, problem=reading)
+                return RouterState(
+                    kind="istio", ok=False, problem=reading, invalid=isinstance(reading, SpecProblem)
+                )
             readings.append((target, reading))
         if self.managed.steps_route and not any(r.has_http for _, r in readings):
             return RouterState(
@@ -597,7 +654,9 @@ class IstioRouter:
 
             problem = await self._retrying(write)
             if problem is not None:
-                return RouterState(kind="istio", ok=False, problem=problem)
+                return RouterState(
+                    kind="istio", ok=False, problem=problem, invalid=isinstance(problem, SpecProblem)
+                )
         return await self.read(action.stable_hash, action.canary_hash)
 
     async def _retrying(self, write: Any) -> Any:
