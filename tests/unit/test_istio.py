@@ -13,7 +13,7 @@ import pytest
 
 from tidegate.api.rollout import IstioTCPRoute, IstioTLSRoute, Rollout
 from tidegate.core.model import HeaderRoute, MirrorRoute, SetTraffic
-from tidegate.core.traffic import mirror_routes_at
+from tidegate.core.traffic import effective_canary_weight, mirror_routes_at
 from tidegate.core.validation import spec_problems
 from tidegate.k8s.cache import rollout_refs
 from tidegate.routers._objects import SpecProblem
@@ -250,41 +250,32 @@ def test_weights_written_and_read_back(
 
 
 def test_additional_subsets_keep_their_weight_and_the_stable_gets_the_rest() -> None:
-    """Argo Rollouts' processRoutes: stable = max - canary - additional. An additional subset
-    must weigh 0 (full promotion gives the canary the whole total); one that weighs more is
-    InvalidSpec naming the route (it was a promotion that never verified: 100 + 10)."""
+    """Argo Rollouts' processRoutes: stable = max - canary - additional. The canary is capped at
+    what the additional subsets leave, so even full promotion sums to the total (it once wrote
+    100 + 10 and never verified)."""
     route = {
         "name": "primary",
-        "route": [dest("web", 100, "stable"), dest("web", 0, "canary"), dest("web", 0, "preview")],
+        "route": [dest("web", 90, "stable"), dest("web", 0, "canary"), dest("web", 10, "preview")],
     }
     obj = vs(http=[route])
-    for canary_weight, stable in ((30, 70), (100, 0)):
-        ops = virtual_service_patch(VS, obj, SUBSETS, NONE, SetTraffic(canary_weight, "s", "c"))
+    for asked, canary_weight, stable in ((30, 30, 60), (95, 90, 0), (100, 90, 0)):
+        ops = virtual_service_patch(VS, obj, SUBSETS, NONE, SetTraffic(asked, "s", "c"))
         assert isinstance(ops, list)
         new = applied(obj, ops)
-        assert [d["weight"] for d in new["spec"]["http"][0]["route"]] == [stable, canary_weight, 0]
+        assert [d["weight"] for d in new["spec"]["http"][0]["route"]] == [stable, canary_weight, 10]
         reading = read_virtual_service(VS, new, SUBSETS, NONE)
         assert isinstance(reading, Reading)
         assert (reading.canary_weight, reading.stable_weight, reading.additional_weight) == (
             canary_weight,
             stable,
-            0,
+            10,
         )
-    weighty = vs(
-        http=[
-            {
-                **route,
-                "route": [dest("web", 90, "stable"), dest("web", 0, "canary"), dest("web", 10, "preview")],
-            }
-        ]
-    )
-    problem = read_virtual_service(VS, weighty, SUBSETS, NONE)
-    assert isinstance(problem, SpecProblem)
-    assert problem == (
-        "HTTP route primary of VirtualService web gives its additional subsets weight 10: with the canary "
-        "at 100 (full promotion) its weights would sum to 110, not 100 (trafficRouting.istio.virtualService)"
-    )
-    assert virtual_service_patch(VS, weighty, SUBSETS, NONE, SetTraffic(30, "s", "c")) == problem
+
+
+def test_the_canary_is_capped_at_what_additional_subsets_leave() -> None:
+    assert [effective_canary_weight(w, 100, 10) for w in (0, 30, 90, 95, 100)] == [0, 30, 90, 90, 90]
+    assert effective_canary_weight(100, 100, 0) == 100
+    assert effective_canary_weight(500, 1000, 0) == 500
 
 
 def test_routes_that_disagree_do_not_read_as_in_place() -> None:

@@ -1041,6 +1041,24 @@ def test_max_traffic_weight_scales_the_steps_weights_and_the_canary_size() -> No
     assert of(plan(observed(r, sets, SERVICES_SPLIT, istio(25))), SetTraffic)
 
 
+def test_a_full_weight_beside_weighted_additional_subsets_is_in_place_once_capped() -> None:
+    """additionalSubsetNames keep their 10: setWeight 100 is carried as canary 90 / stable 0 /
+    additional 10, and that read-back completes the step instead of being written again."""
+    routing = {"istio": {"virtualService": {"name": "web"}}}
+    r = with_status(canary_rollout(steps=[{"setWeight": 100}, {"pause": {}}], trafficRouting=routing), 0)
+    sets = [rs("web:1", 4), rs("web:2", 4, revision=2)]
+    capped = RouterState(
+        kind="istio", canary_weight=90, stable_weight=0, additional_weight=10, managed_routes=("primary",)
+    )
+    done = plan(observed(r, sets, SERVICES_SPLIT, capped))
+    assert not of(done, SetTraffic) and done.status["currentStepIndex"] == 1, done.actions
+    # Canary 100 with the additional subsets still at 10 would sum to 110: not in place.
+    from dataclasses import replace
+
+    over = replace(capped, canary_weight=100)
+    assert of(plan(observed(r, sets, SERVICES_SPLIT, over)), SetTraffic)
+
+
 def test_mirror_route_is_set_with_its_step_kept_through_weights_and_removed_at_the_end() -> None:
     mirror = {"name": "mirror", "match": [{"method": {"exact": "GET"}}], "percentage": 20}
     steps = [{"setWeight": 10}, {"setMirrorRoute": mirror}, {"setWeight": 30}, {"pause": {}}]

@@ -41,6 +41,14 @@ def max_weight(canary: CanaryStrategy) -> int:
     return canary.traffic_routing.max_weight() if canary.traffic_routing is not None else 100
 
 
+def effective_canary_weight(weight: int, top: int, additional: int) -> int:
+    """The canary's share of a route whose additionalSubsetNames destinations keep `additional`:
+    never more than what they leave, so the route always sums to `top` (full promotion gives the
+    canary top - additional, the stable 0). Argo Rollouts' processRoutes takes the additional
+    subsets' weight from the stable; this also keeps a full promotion from summing above top."""
+    return max(0, min(weight, top - additional))
+
+
 def weight_text(weight: int, top: int) -> str:
     """A weight as people read it: `25%`, or `250/1000` out of a maxTrafficWeight."""
     return f"{weight}%" if top == 100 else f"{weight}/{top}"
@@ -318,8 +326,8 @@ def set_traffic(
     top = max_weight(canary)
     wanted_headers = tuple(sorted(h.name for h in header_routes))
     in_place = (
-        router.canary_weight == weight
-        and router.stable_weight + router.additional_weight == top - weight
+        router.canary_weight == effective_canary_weight(weight, top, router.additional_weight)
+        and router.canary_weight + router.stable_weight + router.additional_weight == top
         and tuple(sorted(router.header_routes)) == wanted_headers
         and (router.header_matches is None or _matches(router.header_matches) == _matches(header_routes))
         and (router.mirror_routes is None or set(router.mirror_routes) == set(mirror_routes))

@@ -35,6 +35,7 @@ from tidegate.core.model import (
 )
 from tidegate.core.patches import merge_patch
 from tidegate.core.planner import iso
+from tidegate.core.traffic import effective_canary_weight
 from tidegate.k8s.cache import Cache
 from tidegate.k8s.client import ApiException, Clients, call, create_raw, refusal
 
@@ -350,6 +351,7 @@ def _record_weights(status: dict[str, Any], state: RouterState, action: SetTraff
     weights.setdefault("stable", {})["weight"] = state.stable_weight
     weights["verified"] = bool(
         state.ok
-        and state.canary_weight == action.canary_weight
-        and state.stable_weight + state.additional_weight == action.max_weight - action.canary_weight
+        and state.canary_weight
+        == effective_canary_weight(action.canary_weight, action.max_weight, state.additional_weight)
+        and state.canary_weight + state.stable_weight + state.additional_weight == action.max_weight
     )

@@ -44,7 +44,7 @@ from typing import Any, Literal
 from tidegate.api.rollout import IstioTCPRoute, IstioTLSRoute, Rollout
 from tidegate.core.hashing import HASH_LABEL
 from tidegate.core.model import HeaderRoute, MirrorRoute, RouterState, SetTraffic
-from tidegate.core.traffic import max_weight
+from tidegate.core.traffic import effective_canary_weight, max_weight
 from tidegate.k8s.cache import Cache, Store
 from tidegate.k8s.client import ApiException, Clients, is_not_found
 from tidegate.routers._objects import Found, Objects, SpecProblem, retrying, rv_test
@@ -277,12 +277,6 @@ def route_unfit(
                 f"{where} has {count} {side} destinations: each would get the {side} weight and the "
                 f"weights would not sum to {top} ({target.where})"
             )
-    _, _, additional = route_weights(route, sides)
-    if additional != 0:
-        return SpecProblem(
-            f"{where} gives its additional subsets weight {additional}: with the canary at {top} "
-            f"(full promotion) its weights would sum to {top + additional}, not {top} ({target.where})"
-        )
     return None
 
 
@@ -375,15 +369,16 @@ def _canary_dest(route: Obj, sides: Sides) -> Obj:
 
 def _weighed(route: Obj, sides: Sides, canary_weight: int, top: int) -> list[Obj]:
     """The route's destinations with the weights Tidegate sets (Argo Rollouts' processRoutes):
-    the canary `canary_weight`, additional subsets as written, the stable the rest (never
-    below 0); other destinations as written."""
+    the canary `canary_weight` (capped so that the additional subsets keep theirs), additional
+    subsets as written, the stable the rest; other destinations as written."""
     _, _, additional = route_weights(route, sides)
-    stable = max(0, top - canary_weight - additional)
+    canary = effective_canary_weight(canary_weight, top, additional)
+    stable = top - canary - additional
     out = []
     for d in route.get("route") or []:
         role = sides.role(d)
         if role == "canary":
-            d = {**d, "weight": canary_weight}
+            d = {**d, "weight": canary}
         elif role == "stable":
             d = {**d, "weight": stable}
         out.append(d)
