@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from tests.kube import REPO, Kube, wait_until
+from tidegate.cli.main import cli
 from tidegate.core.schema_rules import crd_schema
 
 FIXTURES = REPO / "tests/fixtures/argo/rollouts"
@@ -209,15 +209,11 @@ def test_an_argo_file_with_only_its_api_version_changed_is_accepted_as_written(
         if doc["kind"] == "ClusterAnalysisTemplate":
             bare_kube.sandbox.kubectl("delete", PLURALS[doc["kind"]], doc["metadata"]["name"])
 
-    lint = subprocess.run(
-        [sys.executable, "-m", "tidegate.cli.main", "lint", str(path), "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # `tidegate lint FILE -o json`, in this process (the same command, without a Python start).
+    lint = CliRunner().invoke(cli, ["lint", str(path), "-o", "json"])
     report = json.loads(lint.stdout)
     errors = [m for m in report["messages"] if m["severity"] == "error"]
-    assert (lint.returncode, errors) == (0, []), lint.stderr
+    assert (lint.exit_code, errors) == (0, [])
     assert report["summary"]["objects"] == sum(1 for d in moved(name) if d["apiVersion"] == TIDEGATE)
 
 
