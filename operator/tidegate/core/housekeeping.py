@@ -66,8 +66,12 @@ def scale_workload(p: Pass) -> None:
     """A workloadRef Deployment's own pods, by its scaleDown (Argo Rollouts' semantics).
 
     Only while the Rollout runs its first revision, the migration from the Deployment:
-    `onsuccess` scales it to 0 once the Rollout is Healthy; `progressively` scales it down
-    by the Rollout's ready pods as they come (and to 0 once Healthy); `never` leaves it.
+    `onsuccess` scales it to 0 once the Rollout is Healthy; `never` leaves it; `progressively`
+    keeps it at what the Rollout's ready pods do not yet carry (`spec.replicas - ready`), down
+    as they come and to 0 once Healthy, and back up if they stop being ready ("If the Rollout
+    fails the Deployment will be scaled back up": Argo's reconcileNewReplicaSet scales the
+    Deployment to that count either way). As in Argo, nothing is written while no Rollout pod
+    is ready: a Rollout that never got going leaves the Deployment as it found it.
     """
     ref = p.obs.rollout.spec.workload_ref
     workload = p.obs.workload
@@ -82,11 +86,12 @@ def scale_workload(p: Pass) -> None:
         target = max(0, p.obs.rollout.spec.desired_replicas - current.ready)
     else:
         return
-    if target < workload.replicas:
+    if target != workload.replicas:
         p.actions.append(ScaleDeployment(workload.name, target))
+        verb = "scaled" if target < workload.replicas else "scaled back up"
         p.event(
-            "WorkloadScaledDown",
-            f"scaled Deployment {workload.name} to {target} (workloadRef scaleDown: {ref.scale_down})",
+            "WorkloadScaledDown" if target < workload.replicas else "WorkloadScaledUp",
+            f"{verb} Deployment {workload.name} to {target} (workloadRef scaleDown: {ref.scale_down})",
             action=True,
         )
 
