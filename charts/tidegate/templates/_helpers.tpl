@@ -64,14 +64,15 @@ app.kubernetes.io/component: operator
 RBAC rules for the namespaced kinds the operator manages. The same list goes into the
 ClusterRole (cluster mode) or into one Role per watched namespace (namespaced mode).
 Only verbs the operator sends: tests/integration/test_rbac.py runs it as this account and
-checks the API server's audit log for every (verb, resource) pair granted here. No
-wildcards, no Secret writes, no `update` (every write is a patch), no `create` on Pods, but
-`create` on ReplicaSets: the ReplicaSet controller creates their pods, so whoever holds
-this role can run pods (any image, any pod spec) in every namespace it covers.
+checks the API server's audit log for every (verb, resource) pair granted here, bar the
+few its UNEXERCISED list explains. No wildcards, no Secret writes, no `update` but on the
+owners' finalizers (every write is a patch), no `create` on Pods, but `create` on
+ReplicaSets: the ReplicaSet controller creates their pods, so whoever holds this role can
+run pods (any image, any pod spec) in every namespace it covers.
 */}}
 {{- define "tidegate.namespacedRules" -}}
 # Rollouts: kopf lists and watches them and patches its annotations and finalizer onto
-# them; a pass reads its Rollout by name (get) before planning.
+# them; a pass reads its Rollout by name (get) after a conflict or before the cache has it.
 - apiGroups: ["tidegate.io"]
   resources: ["rollouts"]
   verbs: ["get", "list", "watch", "patch"]
