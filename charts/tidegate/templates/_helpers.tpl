@@ -63,17 +63,26 @@ app.kubernetes.io/component: operator
 {{/*
 RBAC rules for the namespaced kinds the operator manages. The same list goes into the
 ClusterRole (cluster mode) or into one Role per watched namespace (namespaced mode).
-Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
+Only verbs the operator sends: tests/integration/test_rbac.py runs it as this account and
+checks the API server's audit log for every (verb, resource) pair granted here, bar the
+few its UNEXERCISED list explains. No wildcards, no Secret writes, no `update` but on the
+owners' finalizers (every write is a patch), no `create` on Pods, but `create` on
+ReplicaSets: the ReplicaSet controller creates their pods, so whoever holds this role can
+run pods (any image, any pod spec) in every namespace it covers.
 */}}
 {{- define "tidegate.namespacedRules" -}}
-# Rollouts: watch them, keep kopf's bookkeeping (annotations, finalizers) on them.
+# Rollouts: kopf lists and watches them and patches its annotations and finalizer onto
+# them; a pass reads its Rollout by name (get) after a conflict or before the cache has it.
 - apiGroups: ["tidegate.io"]
   resources: ["rollouts"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
+# The status report and the runtime intents it consumes (one merge patch per pass).
 - apiGroups: ["tidegate.io"]
   resources: ["rollouts/status"]
-  verbs: ["get", "patch", "update"]
-# Owner references with blockOwnerDeletion on the ReplicaSets and AnalysisRuns it creates.
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion on the ReplicaSets and AnalysisRuns it creates:
+# the OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) requires
+# `update` on the owner's finalizers. No request uses it.
 - apiGroups: ["tidegate.io"]
   resources: ["rollouts/finalizers"]
   verbs: ["update"]
@@ -81,60 +90,70 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 - apiGroups: ["tidegate.io"]
   resources: ["analysisruns/finalizers"]
   verbs: ["update"]
+# AnalysisRuns: created per analysis (read by name when the create conflicts), watched,
+# patched (kopf's annotations, terminate), deleted beyond the run history limits.
 - apiGroups: ["tidegate.io"]
   resources: ["analysisruns"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Measurements and the run's verdict.
 - apiGroups: ["tidegate.io"]
   resources: ["analysisruns/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Templates: watched by kopf, read by name when a run is created from them.
 - apiGroups: ["tidegate.io"]
   resources: ["analysistemplates"]
   verbs: ["get", "list", "watch"]
 # Job metrics (provider.job): one Job per measurement in the run's namespace, read until it
 # finishes, deleted when the run stops it. Read by name only (no list or watch: the run looks
-# at its Job at the measurement's resumeAt). The Job controller, not Tidegate, creates the pods.
+# at its Job at the measurement's resumeAt). The Job controller, not Tidegate, creates the
+# pods, from the Job's template, which the template's author writes.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create", "delete"]
-# The stable and canary ReplicaSets of each Rollout.
+# The stable and canary ReplicaSets of each Rollout: a watch-fed cache (list, watch),
+# created per revision, scaled and relabelled (patch), deleted beyond revisionHistoryLimit.
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# A workloadRef's Deployment: its pod template is read; scaleDown scales it.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# A workloadRef's Deployment: its pod template is read from the cache; scaleDown scales it.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch"]
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["patch"]
-# Stable/canary/active/preview Services: their selectors point at a pod-template hash.
+# Stable/canary/active/preview Services: cached (list, watch); their selectors point at a
+# pod-template hash (patch).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 # Their EndpointSlices: weight goes to a Service only once its endpoints are ready.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
-# Pod readiness; restartAt evicts (honouring PodDisruptionBudgets), never creates;
-# ephemeral metadata (canaryMetadata...) is patched onto running pods.
+# Pods, listed by label selector per pass (readiness, restartAt); ephemeral metadata
+# (canaryMetadata, stableMetadata) is patched onto running pods; restartAt evicts them
+# (honouring PodDisruptionBudgets), never creates or deletes one.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "patch"]
 - apiGroups: [""]
   resources: ["pods/eviction"]
   verbs: ["create"]
-# Kubernetes events about Rollouts (posted through kopf, to core/v1).
+# Kubernetes Events about Rollouts (kopf posts them to core/v1; it never patches one).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# Traffic routing: the weights in users' VirtualServices (and DestinationRule subsets).
+  verbs: ["create"]
+# Traffic routing: cached VirtualServices (and DestinationRule subsets), weights patched;
+# read by name (get) only when a patch planned from the cache met a newer object (routers/
+# _objects.py, tests/integration/test_router_conflicts.py), to write again on the fresh one.
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices", "destinationrules"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 # ... and the backendRef weights and header rules of Gateway API HTTPRoutes / GRPCRoutes.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes", "grpcroutes"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- if .Values.analysis.secretAccess }}
 # analysis.secretAccess: credentials of Prometheus/web metric providers, read by name.
 - apiGroups: [""]
@@ -145,12 +164,14 @@ Least privilege: no wildcards, no create/delete of Secrets, no Pod creation.
 
 {{/* RBAC rules for the cluster-scoped kinds, needed in both modes (read only). */}}
 {{- define "tidegate.clusterRules" -}}
+# Watched by kopf, read by name when a run is created from one.
 - apiGroups: ["tidegate.io"]
   resources: ["clusteranalysistemplates"]
   verbs: ["get", "list", "watch"]
-# kopf discovers the resources it serves (and notices CRDs appearing) through them.
+# kopf discovers the resources it serves (and notices CRDs appearing) by listing and
+# watching them; it never reads one by name.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
 
