@@ -77,7 +77,6 @@ def test_basic_example_text() -> None:
     )
 
 
-@pytest.mark.skipif(not (ROOT / "examples/canary").is_dir(), reason="examples/canary/ not written yet")
 def test_canary_example() -> None:
     data = plan_json("examples/canary/")  # the directory: Services and VirtualService are skipped
     assert (data["rollout"], data["replicas"], data["trafficRouter"]) == ("web", 4, "istio")
@@ -98,9 +97,6 @@ def test_canary_example() -> None:
     assert data["total"]["manualPromotions"] == 0
 
 
-@pytest.mark.skipif(
-    not (ROOT / "examples/canary-subset").is_dir(), reason="examples/canary-subset/ not there"
-)
 def test_canary_subset_example() -> None:
     data = plan_json("examples/canary-subset/")
     assert columns(data, "weight", "canaryPods", "stablePods") == [

@@ -56,7 +56,7 @@ def tool(name: str) -> Path:
     version = versions()[f"{name.upper()}_VERSION"]
     path = Path(override) if override else cache_dir() / f"{name}-v{version}" / name
     if not os.access(path, os.X_OK):
-        pytest.skip(
+        pytest.fail(
             f"{name} v{version} is not built at {path}: run `bash hack/testenv/build.sh helm kustomize`"
             f" or point TIDEGATE_{name.upper()} at a binary"
         )
