@@ -5,6 +5,8 @@ no timer can hold, is InvalidSpec, and the planner never raises on either."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -74,15 +76,9 @@ def test_a_restart_at_in_the_past_starts_at_once() -> None:
 def test_the_restart_begins_once_its_time_comes() -> None:
     at = "2026-01-01T12:00:30Z"
     obs = observed(complete(at), [rs("web:1", 4, 4)], {"web-stable": V1, "web-canary": V1}, istio())
-    later = dataclasses.replace(obs, pods_to_restart=PODS, now=NOW + (obs.now - NOW) + _seconds(31))
-    p = plan(later)
-    assert ReplacePod(PODS[0]) in p.actions
-
-
-def _seconds(n: float):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
-    return timedelta(seconds=n)
+    assert plan(dataclasses.replace(obs, pods_to_restart=PODS)).requeue_after == pytest.approx(30.0)
+    later = dataclasses.replace(obs, pods_to_restart=PODS, now=NOW + timedelta(seconds=31))
+    assert ReplacePod(PODS[0]) in plan(later).actions
 
 
 @pytest.mark.parametrize("value", ["2024-13-45Tgarbage", "2026-01-31T12:00:00", "2024-02-30T00:00:00Z"])
@@ -97,20 +93,11 @@ def test_a_restart_at_that_is_not_a_time_is_invalid_spec_and_posts_no_restart_co
 
 
 def test_a_pause_no_timer_can_hold_is_invalid_spec_not_an_exception() -> None:
-    r = canary_rollout(image="web:2")
-    steps = [{"setWeight": 20}, {"pause": {"duration": "99999999999999999999h"}}]
-    spec = r.spec.model_copy(
-        update={
-            "strategy": type(r.spec.strategy).model_validate(
-                {"canary": {**r.spec.strategy.canary.wire(), "steps": steps}}
-            )
-        }  # type: ignore[union-attr]
-    )
-    r = r.model_copy(update={"spec": spec})
+    steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "99999999999999999999h"}}]
+    r = canary_rollout(image="web:2", steps=steps)
     p = plan(observed(r, [rs("web:1", 4, 4)], {"web-stable": V1, "web-canary": V1}, istio()))
     invalid = next(c for c in p.status["conditions"] if c["type"] == "InvalidSpec")
     assert invalid["status"] == "True"
-    assert (
-        "spec.strategy.canary.steps[1].pause.duration: duration must be at most a year" in invalid["message"]
-    )
+    bound = "spec.strategy.canary.steps[1].pause.duration: duration must be at most a year"
+    assert bound in invalid["message"]
     assert p.status["phase"] == "Degraded"
