@@ -87,6 +87,7 @@ def test_a_refused_write_is_invalid_spec_naming_the_field_and_quoting_the_api_se
     again = FakeClients(code)
     second = run(again, {**written}, action)
     assert second.refused == outcome.refused and second.patch == {} and again.status_writes == []
+    assert second.events == []  # the Event was posted with the first refusal
 
 
 @pytest.mark.parametrize("code", [500, 503, 429, 409])

@@ -152,7 +152,8 @@ async def execute(
             # Transition times from the stored status: the next pass, refused alike, writes nothing.
             stored = {**status, "conditions": (raw.get("status") or {}).get("conditions") or []}
             status.update(conditions.invalid_spec_status(refused, stored, now, rollout.metadata.generation))
-            events.append(Event("InvalidSpec", refused, "Warning"))
+            if (raw.get("status") or {}).get("message") != refused:
+                events.append(Event("InvalidSpec", refused, "Warning"))  # once, not every pass
             break
     raw_status = raw.get("status") or {}
     if status.get("phase") == "Healthy" and raw_status.get("phase") != "Healthy":
