@@ -78,7 +78,8 @@ overflows at 292 years) can hold."""
 
 # Durations the CEL `duration()` conversion can parse without overflowing int64 nanoseconds
 # in 32 characters: at most 5 digits of hours, 7 of minutes, 9 of seconds, 12 of ms. A longer
-# number is more than a year anyway; the rule below then refuses it without calling duration().
+# number is more than a year (unless written with leading zeros); the rule below refuses it
+# without calling duration(), which would fail on an overflow with an error, not the message.
 _SAFE_DURATION_PATTERN = (
     r"^([0-9]{1,12}([.][0-9]+)?ms|[0-9]{1,9}([.][0-9]+)?s|[0-9]{1,7}([.][0-9]+)?m"
     r"|[0-9]{1,5}([.][0-9]+)?h)+$"
@@ -88,7 +89,8 @@ _SAFE_DURATION_PATTERN = (
 def duration_bound_rule(field: str) -> dict[str, str]:
     """At most a year. Cheap for the API server's cost estimator: a Duration is at most 32
     characters, so each `matches()` and the one `duration()` are bounded; a string not of the
-    duration form is the form rule's to refuse, and `{{args.NAME}}` is checked once resolved."""
+    duration form is the form rule's to refuse (`{{args.NAME}}` passes: its value is not known
+    here)."""
     year = MAX_DURATION_SECONDS
     value = f"self.{field}"
     bound = (
