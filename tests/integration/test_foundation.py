@@ -117,7 +117,9 @@ def test_invalid_specs_are_refused_by_the_api_server_naming_the_field(kube: Kube
     # A cross-field rule (the bound is trafficRouting.maxTrafficWeight when set), so the API
     # server names the steps list and the message names the field within each step.
     err = _refused(kube, bad_weight)
-    assert "spec.strategy.canary.steps" in err and "setWeight and setCanaryScale.weight must be at most" in err, err
+    assert (
+        "spec.strategy.canary.steps" in err and "setWeight and setCanaryScale.weight must be at most" in err
+    ), err
 
     two_strategies = rollout()
     two_strategies["spec"]["strategy"]["blueGreen"] = {"activeService": "web"}
