@@ -152,10 +152,17 @@ ROLLOUT_ROWS: list[Row] = [
         mirror({"headers": {"x-mirror": {"regex": "1|2"}}}),
     ),
     (
-        "restartAt must be an RFC 3339 time",
+        "restartAt must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
         "spec.restartAt",
-        rollout(restartAt="tomorrow at noon"),
+        rollout(restartAt="2024-13-45Tgarbage"),
         rollout(restartAt="2026-01-01T12:00:00Z"),
+    ),
+    (
+        "metadata.name must be at most 52 characters (its ReplicaSets are <name>-<pod-template hash>, "
+        "a label value of at most 63)",
+        "metadata.name",
+        {**rollout(), "metadata": {"name": "w" * 53}},
+        {**rollout(), "metadata": {"name": "w" * 52}},
     ),
     (
         "strategy takes exactly one of canary or blueGreen",
@@ -193,6 +200,12 @@ ROLLOUT_ROWS: list[Row] = [
         f"{CANARY}.steps[0].pause.duration",
         step({"pause": {"duration": "10 minutes"}}),
         step({"pause": {"duration": "1h30m"}}),
+    ),
+    (
+        "duration must be at most a year (8760h, 31536000 seconds)",
+        f"{CANARY}.steps[0].pause.duration",
+        step({"pause": {"duration": "99999999999999999999h"}}),
+        step({"pause": {"duration": "8760h"}}),
     ),
     (
         "setCanaryScale takes exactly one of replicas, weight, matchTrafficWeight: true",
@@ -313,6 +326,30 @@ def template_rows(kind: str) -> list[Row]:
             template(kind, provider={}),
             template(kind, provider={"web": {"url": "http://checks/ok"}}),
         ),
+        (
+            "interval must be at most a year (8760h, 31536000 seconds)",
+            f"{at}.interval",
+            template(kind, interval="8761h", count=3),
+            template(kind, interval="525600m", count=3),
+        ),
+        (
+            "initialDelay must be at most a year (8760h, 31536000 seconds)",
+            f"{at}.initialDelay",
+            template(kind, initialDelay=31536001),
+            template(kind, initialDelay=31536000),
+        ),
+        (
+            "rangeQuery.step must be at most a year (8760h, 31536000 seconds)",
+            f"{at}.provider.prometheus.rangeQuery.step",
+            prometheus(kind, rangeQuery={"start": "now() - duration('5m')", "step": "31536001"}),
+            prometheus(kind, rangeQuery={"start": "now() - duration('5m')", "step": "31536000"}),
+        ),
+        ("timeout must be at most a year (8760h, 31536000 seconds)", f"{at}.provider.prometheus.timeout",
+         prometheus(kind, timeout="9999999999999s"), prometheus(kind, timeout="30s")),
+        ("window must be at most a year (8760h, 31536000 seconds)", f"{at}.provider.prometheus.range.window",
+         prometheus(kind, range={"window": "600000m"}), prometheus(kind, range={"window": "24h"})),
+        ("step must be at most a year (8760h, 31536000 seconds)", f"{at}.provider.prometheus.range.step",
+         prometheus(kind, range={"step": "8760h1s"}), prometheus(kind, range={"step": "15s"})),
         (f"timeout {duration}", f"{at}.provider.prometheus.timeout", prometheus(kind, timeout="-1s"),
          prometheus(kind, timeout="500ms")),
         (f"window {duration}", f"{at}.provider.prometheus.range.window",
@@ -464,3 +501,110 @@ def test_negative_durations_the_crd_allows_are_still_refused() -> None:
     ]
     bad_template = template("AnalysisTemplate", interval=-5, count=1)
     assert ("error", "spec.metrics[0].interval", "a duration cannot be negative: -5") in lint(bad_template)
+
+
+# --------------------------------------------------------------------------- bounds, by value
+
+RESTART_AT = "restartAt must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ("2026-01-31T12:00:00Z", False),
+        ("2026-01-31T12:00:00.123456Z", False),
+        ("2026-01-31T12:00:00+02:00", False),
+        ("2999-01-01T00:00:00Z", False),  # the future is waited for, not refused
+        ("2024-13-45Tgarbage", True),
+        ("2024-12-45T00:00:00Z", True),
+        ("2024-02-30T00:00:00Z", True),  # the form holds, the calendar does not: timestamp()
+        ("2026-01-31T12:00:00", True),  # no offset: ambiguous
+        ("2026-01-31 12:00:00Z", True),
+        ("2026-01-31T24:00:00Z", True),
+        ("tomorrow at noon", True),
+    ],
+)
+def test_restart_at_must_be_an_rfc3339_time(value: str, refused: bool) -> None:
+    errors = [m for m in lint(rollout(restartAt=value)) if m[0] == "error"]
+    if value.startswith("2024-02-30"):
+        # The form holds, so timestamp() runs and fails: the API server (and lint) report the
+        # rule's evaluation error at its node, quoting the rule (which names restartAt); lint
+        # adds the operator's own check at the field.
+        assert [(m[1], "evaluating rule" in m[2] and "restartAt" in m[2]) for m in errors] == [
+            ("spec", True),
+            ("spec.restartAt", False),
+        ]
+    else:
+        assert (("error", "spec.restartAt", RESTART_AT) in errors) is refused
+        assert len(errors) == refused
+    problems = spec_problems(Rollout.model_validate(rollout(restartAt=value)))
+    assert any("restartAt" in p for p in problems) is refused
+
+
+PAUSE_BOUND = "duration must be at most a year (8760h, 31536000 seconds)"
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        (31536000, False),
+        (31536001, True),
+        ("31536000", False),
+        ("31536001", True),
+        ("99999999999999999999", True),  # more digits than int() takes: refused before it
+        ("8760h", False),
+        ("8760h1s", True),
+        ("525600m", False),
+        ("525601m", True),
+        ("1h30m", False),
+        ("1.5h", False),
+        ("500ms", False),
+        ("99999h", True),
+        ("99999999999999999999h", True),  # would overflow Go's time.Duration: refused before it
+        ("9999999999999ms", True),
+        ("1000000000s", True),
+    ],
+)
+def test_a_duration_is_at_most_a_year(value: int | str, refused: bool) -> None:
+    doc = step({"pause": {"duration": value}})
+    assert (("error", f"{CANARY}.steps[0].pause.duration", PAUSE_BOUND) in lint(doc)) is refused
+    problems = spec_problems(Rollout.model_validate(doc))
+    assert (f"{CANARY}.steps[0].pause.duration: {PAUSE_BOUND}" in problems) is refused
+
+
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ("spec", "replicas"),
+        ("spec", "minReadySeconds"),
+        ("spec", "revisionHistoryLimit"),
+        ("spec", "progressDeadlineSeconds"),
+        (CANARY, "scaleDownDelaySeconds"),
+        (CANARY, "abortScaleDownDelaySeconds"),
+        (CANARY, "minPodsPerReplicaSet"),
+        (CANARY, "scaleDownDelayRevisionLimit"),
+    ],
+    ids=lambda f: f[1],
+)
+def test_counts_and_seconds_are_int32_as_in_argo_rollouts(field: tuple[str, str]) -> None:
+    where, name = field
+
+    def doc(value: int) -> Doc:
+        d = canary(**SERVICES, trafficRouting=ISTIO, steps=[{"setWeight": 10}])
+        target = d["spec"] if where == "spec" else d["spec"]["strategy"]["canary"]
+        target[name] = value
+        return d
+
+    path = f"{where}.{name}"
+    assert [m for m in lint(doc(INT32_MAX)) if m[1] == path] == []
+    assert [m[0] for m in lint(doc(INT32_MAX + 1)) if m[1] == path] == ["error"]
+    assert [m[0] for m in lint(doc(10**12)) if m[1] == path] == ["error"]
+    # The CRD says so too, as Argo's CRDs do: format int32 and the int32 bounds.
+    node = crd_schema("Rollout")["properties"]["spec"]
+    if where != "spec":
+        node = node["properties"]["strategy"]["properties"]["canary"]
+    prop = node["properties"][name]
+    assert (prop["type"], prop["format"], prop["maximum"]) == ("integer", "int32", INT32_MAX)

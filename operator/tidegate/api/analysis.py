@@ -6,7 +6,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rule, validations
+from tidegate.api._base import (
+    ApiModel,
+    Duration,
+    IntOrString,
+    cel,
+    duration_bound_rule,
+    duration_rule,
+    duration_rules,
+    validations,
+)
 from tidegate.api.meta import ObjectMeta
 from tidegate.api.rollout import AnalysisTemplateRef, MeasurementRetention, MetricNameRef
 
@@ -67,13 +76,15 @@ class WebHeader(ApiModel):
     """Header value."""
 
 
-def _range_query_step_rule() -> dict[str, str]:
-    rule = duration_rule("step")
-    return {**rule, "message": "rangeQuery." + rule["message"]}
+def _range_query_step_rules() -> list[dict[str, str]]:
+    return [
+        {**rule, "message": "rangeQuery." + rule["message"]}
+        for rule in (duration_rule("step"), duration_bound_rule("step"))
+    ]
 
 
 class PrometheusRangeQuery(ApiModel):
-    model_config = {"json_schema_extra": validations(_range_query_step_rule())}
+    model_config = {"json_schema_extra": validations(*_range_query_step_rules())}
 
     start: str | None = None
     """When the range starts: `now()`, or `now() - duration("1h")` (`{{args.NAME}}` allowed);
@@ -85,7 +96,7 @@ class PrometheusRangeQuery(ApiModel):
 
 
 class PrometheusProvider(ApiModel):
-    model_config = {"json_schema_extra": validations(duration_rule("timeout"))}
+    model_config = {"json_schema_extra": validations(*duration_rules("timeout"))}
 
     address: str = Field(min_length=1)
     """Base URL of the Prometheus server, e.g. http://prometheus:9090."""
@@ -106,7 +117,7 @@ class PrometheusProvider(ApiModel):
 
 
 class PrometheusRange(ApiModel):
-    model_config = {"json_schema_extra": validations(duration_rule("window"), duration_rule("step"))}
+    model_config = {"json_schema_extra": validations(*duration_rules("window"), *duration_rules("step"))}
 
     window: Duration = "5m"
     """How far back the range query reaches."""
@@ -240,8 +251,8 @@ class Metric(ApiModel):
 
     model_config = {
         "json_schema_extra": validations(
-            duration_rule("interval", args=True),
-            duration_rule("initialDelay", args=True),
+            *duration_rules("interval", args=True),
+            *duration_rules("initialDelay", args=True),
             cel(
                 "has(self.provider) || has(self.judge)",
                 "a metric needs a provider",

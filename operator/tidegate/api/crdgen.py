@@ -108,6 +108,11 @@ def _top_level(model: type[BaseModel], description: str) -> Schema:
     props["apiVersion"] = {"type": "string", "description": "tidegate.io/v1alpha1"}
     props["kind"] = {"type": "string", "description": "Kind of the object."}
     props["metadata"] = {"type": "object"}
+    if any("self.metadata.name" in r["rule"] for r in schema.get("x-kubernetes-validations", [])):
+        # A rule's fieldPath must be a path of the schema: declare the name (a CRD may say
+        # something of metadata.name and generateName only; the rest of metadata is the API
+        # server's, never pruned by this schema).
+        props["metadata"]["properties"] = {"name": {"type": "string"}}
     for key in ("apiVersion", "kind"):
         props[key].pop("default", None)
     if "status" in props:

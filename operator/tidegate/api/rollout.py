@@ -6,8 +6,18 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rule, validations
+from tidegate.api._base import ApiModel, Duration, IntOrString, cel, duration_rules, int32, validations
 from tidegate.api.meta import Condition, LabelSelector, ObjectMeta, PodTemplateSpec
+
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"([.][0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""A time as Go's time.RFC3339 parses it (upper-case T and Z, an offset or Z)."""
+
+MAX_NAME_LENGTH = 52
+"""A Rollout's name is at most 52 characters: its ReplicaSets are `<name>-<pod-template hash>`
+and the name is a label value (63 at most) on them and their pods."""
 
 DEFAULT_SCALE_DOWN_DELAY = 30
 """Seconds old pods stay once traffic left them (Argo Rollouts' DefaultScaleDownDelaySeconds)."""
@@ -52,7 +62,7 @@ class MetricNameRef(ApiModel):
 class MeasurementRetention(ApiModel):
     metric_name: str
     """Metric whose measurements are kept."""
-    limit: int = Field(ge=1)
+    limit: int = int32(default=..., ge=1)
     """How many of the latest measurements the AnalysisRun keeps."""
 
 
@@ -72,7 +82,7 @@ class RolloutAnalysis(ApiModel):
 class RolloutAnalysisBackground(RolloutAnalysis):
     """Analysis that runs in the background for the whole canary."""
 
-    starting_step: int | None = Field(default=None, ge=0)
+    starting_step: int | None = int32(default=None, ge=0)
     """Index of the step at which the background analysis starts (default: at once)."""
 
 
@@ -83,7 +93,7 @@ class RolloutAnalysisBackground(RolloutAnalysis):
 class CanaryPause(ApiModel):
     """Pause the rollout: for a duration, or until promoted when no duration is given."""
 
-    model_config = {"json_schema_extra": validations(duration_rule("duration"))}
+    model_config = {"json_schema_extra": validations(*duration_rules("duration"))}
 
     duration: Duration | None = None
     """How long to pause: `30s`, `10m`, `1h`, or a whole number of seconds. Omitted: until promoted."""
@@ -102,9 +112,9 @@ class SetCanaryScale(ApiModel):
         )
     }
 
-    replicas: int | None = Field(default=None, ge=0)
+    replicas: int | None = int32(default=None, ge=0)
     """Run exactly this many canary pods."""
-    weight: int | None = Field(default=None, ge=0)
+    weight: int | None = int32(default=None, ge=0)
     """Run this share of spec.replicas as canary pods: a percentage, or out of
     trafficRouting.maxTrafficWeight when that is set (Argo Rollouts' trafficWeightToReplicas)."""
     match_traffic_weight: bool | None = None
@@ -255,7 +265,7 @@ class CanaryStep(ApiModel):
         )
     }
 
-    set_weight: int | None = Field(default=None, ge=0)
+    set_weight: int | None = int32(default=None, ge=0)
     """Send this share of traffic to the canary: 0 to 100, or to trafficRouting.maxTrafficWeight
     when that is set."""
     pause: CanaryPause | None = None
@@ -573,10 +583,10 @@ class CanaryStrategy(ApiModel):
     """Without a traffic router: how many pods below spec.replicas may be unavailable."""
     dynamic_stable_scale: bool = False
     """Scale the stable down as the canary's weight grows (needs a traffic router)."""
-    abort_scale_down_delay_seconds: int | None = Field(default=None, ge=0)
+    abort_scale_down_delay_seconds: int | None = int32(default=None, ge=0)
     """After an abort, how long the canary pods stay before they are scaled to 0: with a
     traffic router 30 s when unset, and 0 means never; without a router at once."""
-    scale_down_delay_seconds: int | None = Field(default=None, ge=0)
+    scale_down_delay_seconds: int | None = int32(default=None, ge=0)
     """After promotion, how long the old stable pods stay before they are scaled to 0
     (proxies may still route to them): 30 s when unset; needs a traffic router."""
     analysis: RolloutAnalysisBackground | None = None
@@ -585,7 +595,7 @@ class CanaryStrategy(ApiModel):
     """How traffic is split; omitted: by replica counts alone."""
     steps: list[CanaryStep] = Field(default_factory=list)
     """The steps, in order. Empty: go straight to 100%."""
-    min_pods_per_replica_set: int | None = Field(default=None, ge=1)
+    min_pods_per_replica_set: int | None = int32(default=None, ge=1)
     """With a traffic router: a ReplicaSet that has pods has at least this many (capped at
     spec.replicas), for availability at small weights."""
     canary_metadata: PodMetadata | None = None
@@ -596,7 +606,7 @@ class CanaryStrategy(ApiModel):
     without restarting them, when the role changes)."""
     anti_affinity: AntiAffinity | None = None
     """Schedule the new version's pods away from the stable version's nodes."""
-    scale_down_delay_revision_limit: int | None = Field(default=None, ge=0)
+    scale_down_delay_revision_limit: int | None = int32(default=None, ge=0)
     """How many old ReplicaSets may keep their pods while they wait out scaleDownDelaySeconds
     (the newest); unset: no limit."""
     ping_pong: dict[str, Any] | None = None
@@ -644,15 +654,15 @@ class BlueGreenStrategy(ApiModel):
     """Service that carries production traffic; its selector is switched on promotion."""
     preview_service: str | None = None
     """Service pointed at the new version before promotion."""
-    preview_replica_count: int | None = Field(default=None, ge=1)
+    preview_replica_count: int | None = int32(default=None, ge=1)
     """Pods of the new version before promotion (default: spec.replicas)."""
     auto_promotion_enabled: bool = True
     """Promote without a person; false: pause with BlueGreenPause until promoted."""
-    auto_promotion_seconds: int | None = Field(default=None, ge=0)
+    auto_promotion_seconds: int | None = int32(default=None, ge=0)
     """Wait this long with the preview ready before promoting by itself."""
-    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    scale_down_delay_seconds: int = int32(default=30, ge=0)
     """After the switch, how long the old pods stay (in-flight requests, DNS, caches)."""
-    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
+    abort_scale_down_delay_seconds: int = int32(default=30, ge=0)
     """After an abort, how long the preview pods stay before they are scaled to 0 (0: never)."""
     pre_promotion_analysis: RolloutAnalysis | None = None
     """Analysis that must succeed before the switch."""
@@ -666,7 +676,7 @@ class BlueGreenStrategy(ApiModel):
     without restarting them, when the role changes)."""
     anti_affinity: AntiAffinity | None = None
     """Schedule the new version's pods away from the stable version's nodes."""
-    scale_down_delay_revision_limit: int | None = Field(default=None, ge=0)
+    scale_down_delay_revision_limit: int | None = int32(default=None, ge=0)
     """How many old ReplicaSets may keep their pods while they wait out scaleDownDelaySeconds
     (the newest); unset: no limit."""
 
@@ -709,14 +719,14 @@ class WorkloadRef(ApiModel):
 
 
 class RollbackWindow(ApiModel):
-    revisions: int = Field(default=0, ge=0)
+    revisions: int = int32(default=0, ge=0)
     """How many revisions back a rollback skips the steps (Argo Rollouts' rollbackWindow)."""
 
 
 class AnalysisHistory(ApiModel):
-    successful_run_history_limit: int = Field(default=5, ge=0)
+    successful_run_history_limit: int = int32(default=5, ge=0)
     """Successful AnalysisRuns kept (Argo Rollouts' default 5)."""
-    unsuccessful_run_history_limit: int = Field(default=5, ge=0)
+    unsuccessful_run_history_limit: int = int32(default=5, ge=0)
     """Failed, Error and Inconclusive AnalysisRuns kept (Argo Rollouts' default 5)."""
 
 
@@ -725,9 +735,13 @@ class RolloutSpec(ApiModel):
 
     model_config = {
         "json_schema_extra": validations(
+            # Argo Rollouts' restartAt is a metav1.Time (RFC 3339, as Go's time.RFC3339 parses
+            # it). The form first, so that garbage gets this message; timestamp() then refuses
+            # a day the calendar does not have (2024-02-30).
             cel(
-                "!has(self.restartAt) || self.restartAt.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T.*$')",
-                "restartAt must be an RFC 3339 time",
+                f"!has(self.restartAt) || (self.restartAt.matches('{RFC3339_PATTERN}') "
+                "&& timestamp(self.restartAt) > timestamp('0001-01-01T00:00:00Z'))",
+                "restartAt must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
                 ".restartAt",
             ),
             cel(
@@ -742,7 +756,9 @@ class RolloutSpec(ApiModel):
         )
     }
 
-    replicas: int | None = Field(default=1, ge=0)
+    # Argo Rollouts' RolloutSpec: replicas, minReadySeconds, revisionHistoryLimit and
+    # progressDeadlineSeconds are int32 (and so are its strategies' counts and seconds).
+    replicas: int | None = int32(default=1, ge=0)
     """Number of pods (default 1). Also reachable through the scale subresource."""
     selector: LabelSelector | None = None
     """Label selector of the pods; must match the template's labels. With workloadRef it may
@@ -755,18 +771,19 @@ class RolloutSpec(ApiModel):
     """How many finished AnalysisRuns are kept."""
     rollback_window: RollbackWindow | None = None
     """Going back to one of the last `revisions` revisions skips the steps (a fast rollback)."""
-    min_ready_seconds: int = Field(default=0, ge=0)
+    min_ready_seconds: int = int32(default=0, ge=0)
     """Seconds a pod must be ready before it counts as available."""
-    revision_history_limit: int = Field(default=10, ge=0)
+    revision_history_limit: int = int32(default=10, ge=0)
     """Old ReplicaSets (scaled to 0) kept for undo."""
-    progress_deadline_seconds: int = Field(default=600, ge=1)
+    progress_deadline_seconds: int = int32(default=600, ge=1)
     """Seconds without progress before Progressing=False (ProgressDeadlineExceeded)."""
     progress_deadline_abort: bool = False
     """Also abort when the progress deadline is exceeded."""
     paused: bool = False
     """Pause the rollout (spec side; `tidegate pause`)."""
-    restart_at: str | None = None
-    """Pods created before this time are replaced one at a time, honouring PodDisruptionBudgets."""
+    restart_at: str | None = Field(default=None, max_length=64)
+    """Pods created before this time are replaced one at a time, honouring PodDisruptionBudgets;
+    a time in the future is waited for."""
     strategy: RolloutStrategy
     """Canary or blue-green."""
 
@@ -906,7 +923,7 @@ class RolloutStatus(ApiModel):
     """Why the operator aborted (an analysis run, the progress deadline)."""
     promote_full: bool = False
     """Runtime control: skip the remaining steps and analysis."""
-    skip_step: int | None = Field(default=None, ge=0)
+    skip_step: int | None = int32(default=None, ge=0)
     """Runtime control: complete step N (0-based, as currentStepIndex) now; the operator clears it."""
     pause_conditions: list[PauseCondition] = Field(default_factory=list)
     """Why the rollout is paused, and since when."""
@@ -946,6 +963,18 @@ class RolloutStatus(ApiModel):
 
 class Rollout(ApiModel):
     """A Deployment that rolls out step by step (canary) or by preview and switch (blue-green)."""
+
+    # On the root, where the API server lets a CRD's rules read metadata.name.
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                f"!has(self.metadata.name) || self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+                f"metadata.name must be at most {MAX_NAME_LENGTH} characters (its ReplicaSets "
+                "are <name>-<pod-template hash>, a label value of at most 63)",
+                ".metadata.name",
+            )
+        )
+    }
 
     api_version: str = "tidegate.io/v1alpha1"
     kind: str = "Rollout"

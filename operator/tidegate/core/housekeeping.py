@@ -14,9 +14,14 @@ from tidegate.core.model import (
 )
 from tidegate.core.toolkit import (
     Pass,
+    parse_time,
     restart_pending,
     rs_by_hash,
 )
+
+RESTART_RECHECK_SECONDS = 3600.0
+"""A restartAt further ahead is looked at again after this long: the wait is a monotonic
+timer, the time is the wall clock's, and a clock set forward meanwhile is caught within it."""
 
 
 def trim_history(p: Pass) -> None:
@@ -43,6 +48,17 @@ def restart(p: Pass) -> None:
     """spec.restartAt: replace pods created before it, one at a time, once the rollout is complete."""
     r = p.obs.rollout
     if not restart_pending(r) or not p.complete:
+        return
+    try:
+        at = parse_time(r.spec.restart_at)
+    except ValueError:
+        return  # not a time: spec_problems makes it InvalidSpec (the CRD's rule refuses it too)
+    if at is None or at.tzinfo is None:
+        return
+    if at > p.obs.now:
+        # Argo Rollouts' RolloutPodRestarter.Reconcile: a restartAt in the future is enqueued
+        # for that time (enqueueAfter), nothing is evicted before it.
+        p.wake_in(min((at - p.obs.now).total_seconds(), RESTART_RECHECK_SECONDS))
         return
     if not p.obs.pods_to_restart:
         p.status["restartedAt"] = r.spec.restart_at

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from datetime import datetime
 
 import re2
 
@@ -37,8 +38,23 @@ ANALYSIS_SUPPORTED = True
 
 
 def rule_problems(r: Rollout) -> list[str]:
-    """The Rollout CRD's x-kubernetes-validations rules that the spec breaks."""
-    return list(_spec_rule_problems(json.dumps(r.spec.wire(), sort_keys=True)))
+    """The Rollout CRD's x-kubernetes-validations rules that the spec (and the name) break."""
+    return list(_root_rule_problems(r.metadata.name)) + list(
+        _spec_rule_problems(json.dumps(r.spec.wire(), sort_keys=True))
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _root_rule_problems(name: str | None) -> tuple[str, ...]:
+    """The rules on the object's root, which may read metadata.name (and nothing else of it)."""
+    root = crd_schema("Rollout")
+    schema = {
+        "type": "object",
+        "properties": {"metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        "x-kubernetes-validations": root.get("x-kubernetes-validations", []),
+    }
+    found = check_rules(schema, {"metadata": {"name": name} if name is not None else {}})
+    return tuple(str(v) for v in found.violations)
 
 
 # The planner asks on every pass and a spec rarely changes: remember the last answers
@@ -63,6 +79,8 @@ def operator_problems(r: Rollout) -> list[str]:
     problems: list[str] = []
     spec = r.spec
     problems += unsupported_fields(r)
+    if spec.restart_at and restart_time(spec.restart_at) is None:
+        problems.append(f"spec.restartAt: {spec.restart_at!r} is not an RFC 3339 time with an offset or Z")
     labels = ((spec.template.metadata if spec.template else None) or {}).get("labels") or {}
     selector = spec.pod_selector.match_labels
     lent = spec.selector is None and spec.workload_ref is not None  # the Deployment's, once read
@@ -132,6 +150,15 @@ def operator_problems(r: Rollout) -> list[str]:
                 "spec.strategy.blueGreen.postPromotionAnalysis: not supported yet by this operator"
             )
     return problems
+
+
+def restart_time(text: str) -> datetime | None:
+    """spec.restartAt as a time; None when it is not one (or has no zone: it would be ambiguous)."""
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def unsupported_fields(r: Rollout) -> list[str]:

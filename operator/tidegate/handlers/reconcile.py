@@ -111,19 +111,29 @@ async def _pass(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         message = f"invalid spec: {where}: {first.get('msg')} (the running version keeps serving)"
-        old = raw.get("status") or {}
-        generation = (raw.get("metadata") or {}).get("generation")
-        status = conditions.invalid_spec_status(message, old, planner.iso(datetime.now(UTC)), generation)
-        if old.get("message") != message or old.get("observedGeneration") != generation:
-            written = await write_status(clients, raw, status)
-            cache.put_rollout(written, rollout_refs(written))
-            await emit(raw, Event("InvalidSpec", message, "Warning"))
-        return PassResult(None, status, conflicts=conflicts)
+        return await _invalid(clients, cache, raw, emit, message, conflicts)
     router = router_for(rollout, clients, cache)
     observed = await observe(cache, clients, rollout, router)
     if notified:
         observed = dataclasses.replace(observed, notified=notified)
-    plan = planner.plan(observed)
+    try:
+        plan = planner.plan(observed)
+    except Exception as exc:  # the planner is pure: the same input fails again
+        # A value the planner cannot use (one the CRD let through, or one stored before a CRD
+        # upgrade): retrying would fail the same way, so it is InvalidSpec and the pass waits
+        # for a change (of the spec, or of what it observes), never a retry loop.
+        log.warning(
+            "planning %s/%s failed on its input",
+            rollout.metadata.namespace,
+            rollout.metadata.name,
+            exc_info=True,
+            extra={"namespace": rollout.metadata.namespace, "rollout": rollout.metadata.name},
+        )
+        message = (
+            f"invalid spec: the operator cannot plan this spec: {type(exc).__name__}: {str(exc)[:300]} "
+            "(the running version keeps serving)"
+        )
+        return await _invalid(clients, cache, raw, emit, message, conflicts)
 
     # Events go out with the status this pass plans, so that a sink reading the Rollout (the
     # transition log's step) sees where the Rollout is after the event, not before the pass.
@@ -141,7 +151,11 @@ async def _pass(
     strategy = "canary" if canary is not None else "blueGreen"
     steps = len(canary.steps) if canary is not None else 0
     requeue = plan.requeue_after
-    if outcome.patch.get(ANALYSIS_BLOCKED):
+    if outcome.refused is not None:
+        # The API server refused a write: the same plan would be refused again until something
+        # changes, and every change (the spec, an owned object) wakes the Rollout anyway.
+        requeue = None
+    elif outcome.patch.get(ANALYSIS_BLOCKED):
         # The run could not be made: no AnalysisRun event will come, so the next pass (which
         # takes the canary's traffic away while the template is missing) is this pass's to ask for.
         requeue = BLOCKED_REPLAN_SECONDS
@@ -153,6 +167,21 @@ async def _pass(
         steps=steps,
         desired=rollout.spec.replicas if rollout.spec.replicas is not None else 1,
     )
+
+
+async def _invalid(
+    clients: Clients, cache: Cache, raw: dict[str, Any], emit: EventSink, message: str, conflicts: int
+) -> PassResult:
+    """InvalidSpec without a plan: nothing is done, the running version keeps serving; the
+    status and the Event are written once (until the message or the generation changes)."""
+    old = raw.get("status") or {}
+    generation = (raw.get("metadata") or {}).get("generation")
+    status = conditions.invalid_spec_status(message, old, planner.iso(datetime.now(UTC)), generation)
+    if old.get("message") != message or old.get("observedGeneration") != generation:
+        written = await write_status(clients, raw, status)
+        cache.put_rollout(written, rollout_refs(written))
+        await emit(raw, Event("InvalidSpec", message, "Warning"))
+    return PassResult(None, status, conflicts=conflicts)
 
 
 async def release_traffic(clients: Clients, cache: Cache, namespace: str, name: str) -> None:

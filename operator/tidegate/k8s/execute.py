@@ -17,6 +17,7 @@ from tidegate.core.model import (
     REVISION_ANNOTATION,
     ROLLOUT_LABEL,
     SCALE_DOWN_AT_ANNOTATION,
+    AnyAction,
     CreateAnalysisRun,
     CreateReplicaSet,
     DeleteReplicaSet,
@@ -58,6 +59,8 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     written: dict[str, Any] | None = None
     """The Rollout as the API server answered the status write."""
+    refused: str | None = None
+    """The InvalidSpec message, when the API server refused one of the plan's writes."""
 
 
 def replica_set_body(rollout: Rollout, action: CreateReplicaSet) -> dict[str, Any]:
@@ -132,99 +135,27 @@ async def execute(
     namespace = rollout.metadata.namespace or "default"
     status = copy.deepcopy(plan.status)
     events: list[Event] = []
+    refused: str | None = None
     for action in plan.actions:
-        if isinstance(action, CreateReplicaSet):
-            try:
-                created = await call(
-                    create_raw,
-                    clients,
-                    f"/apis/apps/v1/namespaces/{namespace}/replicasets",
-                    replica_set_body(rollout, action),
-                    FIELD_MANAGER,
-                )
-                cache.put(cache.replicasets, created)
-            except ApiException as exc:
-                if exc.status == 409:
-                    continue  # made already (by our previous pass): the cache catches up
-                if exc.status is None or not 400 <= exc.status < 500 or exc.status == 429:
-                    raise  # the API server's trouble, not the spec's: try again
-                # Refused for what the template says: say so, and do nothing more this pass,
-                # so the running version keeps serving as it is.
-                message = (
-                    f"invalid spec: the API server refused ReplicaSet {action.name}: {refusal(exc)} "
-                    "(the running version keeps serving)"
-                )
-                now = iso(datetime.now(UTC))
-                status.update(
-                    conditions.invalid_spec_status(message, status, now, rollout.metadata.generation)
-                )
-                events.append(Event("InvalidSpec", message, "Warning"))
-                break
-        elif isinstance(action, ScaleReplicaSet):
-            scaled = await call(
-                clients.apps.patch_namespaced_replica_set,
-                action.name,
-                namespace,
-                {"spec": {"replicas": action.replicas}},
-                field_manager=FIELD_MANAGER,
-                _preload_content=False,
+        try:
+            await _apply(clients, cache, rollout, namespace, action, router, status, events, emit)
+        except ApiException as exc:
+            if not is_refusal(exc, action):
+                raise  # the API server's trouble (5xx, 429, a conflict, a race), not the spec's
+            # Refused for what the spec makes us write: say so, naming the field, and do nothing
+            # more this pass, so the running version keeps serving as it is.
+            field_name, what = refused_write(rollout, action)
+            refused = (
+                f"invalid spec: {field_name}: the API server refused {what}: {refusal(exc)} "
+                "(the running version keeps serving)"
             )
-            cache.put(cache.replicasets, _json(scaled))
-        elif isinstance(action, MarkScaleDown):
-            value = iso(action.at) if action.at is not None else None
-            marked = await call(
-                clients.apps.patch_namespaced_replica_set,
-                action.name,
-                namespace,
-                {"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: value}}},
-                field_manager=FIELD_MANAGER,
-                _preload_content=False,
-            )
-            cache.put(cache.replicasets, _json(marked))
-        elif isinstance(action, ScaleDeployment):
-            # The Deployment's watch brings the change to the cache.
-            await call(
-                clients.apps.patch_namespaced_deployment_scale,
-                action.name,
-                namespace,
-                {"spec": {"replicas": action.replicas}},
-                field_manager=FIELD_MANAGER,
-                _preload_content=False,
-            )
-        elif isinstance(action, DeleteReplicaSet):
-            await call(clients.apps.delete_namespaced_replica_set, action.name, namespace)
-        elif isinstance(action, SetServiceSelector):
-            switched = await call(
-                clients.core.patch_namespaced_service,
-                action.service,
-                namespace,
-                {"spec": {"selector": {HASH_LABEL: action.pod_hash}}},
-                field_manager=FIELD_MANAGER,
-                _preload_content=False,
-            )
-            cache.put(cache.services, _json(switched))
-        elif isinstance(action, SetTraffic):
-            state = await router.apply(action)
-            _record_weights(status, state, action)
-        elif isinstance(action, Event):
-            if action.action:
-                await emit(action)
-            else:
-                events.append(action)
-        elif isinstance(action, CreateAnalysisRun):
-            await _create_run(clients, rollout, action, status, events)
-        elif isinstance(action, TerminateAnalysisRun):
-            from tidegate.k8s.analysis import terminate_analysis_run
-
-            await terminate_analysis_run(clients, namespace, action.name)
-        elif isinstance(action, SetPodMetadata):
-            await _set_pod_metadata(clients, cache, rollout, namespace, action)
-        elif isinstance(action, ReplacePod):
-            from tidegate.k8s.restart import evict_one
-
-            await evict_one(clients, namespace, action)
-        else:
-            assert_never(action)
+            now = iso(datetime.now(UTC))
+            # Transition times from the stored status: the next pass, refused alike, writes nothing.
+            stored = {**status, "conditions": (raw.get("status") or {}).get("conditions") or []}
+            status.update(conditions.invalid_spec_status(refused, stored, now, rollout.metadata.generation))
+            if (raw.get("status") or {}).get("message") != refused:
+                events.append(Event("InvalidSpec", refused, "Warning"))  # once, not every pass
+            break
     raw_status = raw.get("status") or {}
     if status.get("phase") == "Healthy" and raw_status.get("phase") != "Healthy":
         from tidegate.k8s.analysis import prune_analysis_runs
@@ -244,7 +175,142 @@ async def execute(
         if before_status_write is not None:
             await before_status_write()
         written = await write_status(clients, raw, patch)
-    return Outcome(patch, events, written)
+    return Outcome(patch, events, written, refused)
+
+
+REFUSALS = frozenset({400, 403, 413, 422})
+"""What the API server answers a write it will never accept as it is: bad request, forbidden
+(RBAC, admission), too large, invalid. 404 too, for a create (the kind or namespace is not there)."""
+
+
+def is_refusal(exc: ApiException, action: AnyAction) -> bool:
+    if exc.status in REFUSALS:
+        return True
+    return exc.status == 404 and isinstance(action, CreateReplicaSet | CreateAnalysisRun)
+
+
+def refused_write(rollout: Rollout, action: AnyAction) -> tuple[str, str]:
+    """(the spec field the refused write comes from, what was written) for the InvalidSpec message."""
+    canary = rollout.spec.strategy.canary is not None
+    strategy = "spec.strategy.canary" if canary else "spec.strategy.blueGreen"
+    template = "spec.template" if rollout.spec.template is not None else "spec.workloadRef"
+    if isinstance(action, CreateReplicaSet):
+        return template, f"ReplicaSet {action.name}"
+    if isinstance(action, ScaleReplicaSet):
+        return "spec.replicas", f"scaling ReplicaSet {action.name} to {action.replicas}"
+    if isinstance(action, MarkScaleDown):
+        return f"{strategy}.scaleDownDelaySeconds", f"the scale-down time of ReplicaSet {action.name}"
+    if isinstance(action, ScaleDeployment):
+        return "spec.workloadRef", f"scaling Deployment {action.name} to {action.replicas}"
+    if isinstance(action, DeleteReplicaSet):
+        return "spec.revisionHistoryLimit", f"deleting ReplicaSet {action.name}"
+    if isinstance(action, SetServiceSelector):
+        return strategy, f"the selector of Service {action.service}"
+    if isinstance(action, SetTraffic):
+        return f"{strategy}.trafficRouting", "the traffic router's weights"
+    if isinstance(action, CreateAnalysisRun):
+        return strategy, f"AnalysisRun {action.name}"
+    if isinstance(action, TerminateAnalysisRun):
+        return strategy, f"terminating AnalysisRun {action.name}"
+    if isinstance(action, SetPodMetadata):
+        roles = "canaryMetadata/stableMetadata" if canary else "activeMetadata/previewMetadata"
+        return f"{strategy}.{roles}", f"the pod metadata of ReplicaSet {action.replica_set}"
+    if isinstance(action, ReplacePod):
+        return "spec.restartAt", f"evicting pod {action.pod}"
+    return "spec", f"{type(action).__name__}"
+
+
+async def _apply(
+    clients: Clients,
+    cache: Cache,
+    rollout: Rollout,
+    namespace: str,
+    action: AnyAction,
+    router: TrafficRouter,
+    status: dict[str, Any],
+    events: list[Event],
+    emit: EventSink,
+) -> None:
+    """One action of a plan (idempotent)."""
+    if isinstance(action, CreateReplicaSet):
+        try:
+            created = await call(
+                create_raw,
+                clients,
+                f"/apis/apps/v1/namespaces/{namespace}/replicasets",
+                replica_set_body(rollout, action),
+                FIELD_MANAGER,
+            )
+            cache.put(cache.replicasets, created)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # made already (by our previous pass): the cache catches up
+    elif isinstance(action, ScaleReplicaSet):
+        scaled = await call(
+            clients.apps.patch_namespaced_replica_set,
+            action.name,
+            namespace,
+            {"spec": {"replicas": action.replicas}},
+            field_manager=FIELD_MANAGER,
+            _preload_content=False,
+        )
+        cache.put(cache.replicasets, _json(scaled))
+    elif isinstance(action, MarkScaleDown):
+        value = iso(action.at) if action.at is not None else None
+        marked = await call(
+            clients.apps.patch_namespaced_replica_set,
+            action.name,
+            namespace,
+            {"metadata": {"annotations": {SCALE_DOWN_AT_ANNOTATION: value}}},
+            field_manager=FIELD_MANAGER,
+            _preload_content=False,
+        )
+        cache.put(cache.replicasets, _json(marked))
+    elif isinstance(action, ScaleDeployment):
+        # The Deployment's watch brings the change to the cache.
+        await call(
+            clients.apps.patch_namespaced_deployment_scale,
+            action.name,
+            namespace,
+            {"spec": {"replicas": action.replicas}},
+            field_manager=FIELD_MANAGER,
+            _preload_content=False,
+        )
+    elif isinstance(action, DeleteReplicaSet):
+        await call(clients.apps.delete_namespaced_replica_set, action.name, namespace)
+    elif isinstance(action, SetServiceSelector):
+        switched = await call(
+            clients.core.patch_namespaced_service,
+            action.service,
+            namespace,
+            {"spec": {"selector": {HASH_LABEL: action.pod_hash}}},
+            field_manager=FIELD_MANAGER,
+            _preload_content=False,
+        )
+        cache.put(cache.services, _json(switched))
+    elif isinstance(action, SetTraffic):
+        state = await router.apply(action)
+        _record_weights(status, state, action)
+    elif isinstance(action, Event):
+        if action.action:
+            await emit(action)
+        else:
+            events.append(action)
+    elif isinstance(action, CreateAnalysisRun):
+        await _create_run(clients, rollout, action, status, events)
+    elif isinstance(action, TerminateAnalysisRun):
+        from tidegate.k8s.analysis import terminate_analysis_run
+
+        await terminate_analysis_run(clients, namespace, action.name)
+    elif isinstance(action, SetPodMetadata):
+        await _set_pod_metadata(clients, cache, rollout, namespace, action)
+    elif isinstance(action, ReplacePod):
+        from tidegate.k8s.restart import evict_one
+
+        await evict_one(clients, namespace, action)
+    else:
+        assert_never(action)
 
 
 async def write_status(clients: Clients, raw: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

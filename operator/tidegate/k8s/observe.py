@@ -160,16 +160,23 @@ async def observe(
             services[host.name] = host
     runs = analysis_run_infos(cache.owned(cache.analysisruns, namespace, name))
     old_pods: tuple[str, ...] = ()
-    if rollout.spec.restart_at and rollout.status.restarted_at != rollout.spec.restart_at:
+    now = now or datetime.now(UTC)
+    restart_at = _time(rollout.spec.restart_at) if rollout.spec.restart_at else None
+    if (
+        restart_at is not None
+        and restart_at.tzinfo is not None
+        and restart_at <= now  # a restartAt in the future lists nothing until then
+        and rollout.status.restarted_at != rollout.spec.restart_at
+    ):
         # Pods are not cached (a Rollout's pods are many); they are listed only while a
         # restart is pending.
-        old_pods = await pods_created_before(clients, namespace, rollout, rollout.spec.restart_at)
+        old_pods = await pods_created_before(clients, namespace, rollout, rollout.spec.restart_at or "")
     return ObservedState(
         rollout=rollout,
         replica_sets=tuple(sorted(sets, key=lambda r: r.revision)),
         services=services,
         router=state,
-        now=now or datetime.now(UTC),
+        now=now,
         analysis_runs=runs,
         pods_to_restart=old_pods,
         workload=workload,
