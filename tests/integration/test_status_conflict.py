@@ -112,3 +112,52 @@ def test_an_abort_written_during_a_promoting_pass_wins(quiet: Kube) -> None:
             cache.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_planner_that_raises_on_its_input_is_invalid_spec_and_not_a_retry_loop(
+    quiet: Kube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner is pure, so a value it cannot use fails it the same way every pass. No spec the
+    CRD admits is known to do that any more, so a planner that raises stands in for one (a fake is
+    the only way to reach this error path): the pass is InvalidSpec with an Event, asks for no
+    retry, and the running version is left as it was."""
+    from tidegate.core import planner
+
+    kube = quiet
+    for path in HOST:
+        kube.apply_file(path)
+    kube.apply(canary([{"setWeight": 30}, {"pause": {}}]))
+
+    async def scenario() -> None:
+        clients = Clients.load(str(kube.sandbox.kubeconfig))
+        cache = Cache(clients, (kube.namespace,))
+        await cache.start()
+        await cache.wait_synced(timeout=30)
+        events: list[Event] = []
+        try:
+            await _passes_until(
+                clients, cache, kube, events, lambda s: s.get("phase") == "Healthy", "Healthy"
+            )
+            before = kube.replica_sets("web")
+
+            def fails(_: Any) -> Any:
+                raise ZeroDivisionError("a value the planner cannot use")
+
+            monkeypatch.setattr(planner, "plan", fails)
+            events.clear()
+            result = await _passes_until(
+                clients, cache, kube, events, lambda s: s.get("phase") == "Degraded", "InvalidSpec"
+            )
+            invalid = next(c for c in result.status["conditions"] if c["type"] == "InvalidSpec")
+            assert invalid["status"] == "True", invalid
+            assert "cannot plan this spec: ZeroDivisionError" in invalid["message"], invalid["message"]
+            assert result.requeue_after is None, "no retry loop: the same input would fail again"
+            assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in events), events
+            after = kube.replica_sets("web")
+            assert [rs["metadata"]["resourceVersion"] for rs in after] == [
+                rs["metadata"]["resourceVersion"] for rs in before
+            ], "the running version's ReplicaSet was left as it was"
+        finally:
+            cache.stop()
+
+    asyncio.run(scenario())
