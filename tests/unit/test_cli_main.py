@@ -215,3 +215,28 @@ def test_a_flag_after_the_verb_wins_over_the_same_flag_before_it() -> None:
     assert (
         CliRunner().invoke(root, ["show", "--request-timeout", "0"]).output == "None None None False None\n"
     )
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    ctx = click.Context(group)
+    found: list[tuple[str, ...]] = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        found.append((*path, name))
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+    return found
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    """The README's promise: `--help` of every command, subcommands included, shows an example."""
+    commands = _commands(cli)
+    assert len(commands) >= 20, commands
+    runner = CliRunner()
+    missing = []
+    for path in commands:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        if "Example" not in result.output:
+            missing.append(" ".join(path))
+    assert missing == [], f"--help without an example: {missing}"
