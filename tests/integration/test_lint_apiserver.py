@@ -127,6 +127,10 @@ DOCUMENTS: list[Doc] = [
         },
     ),
     rollout("no-strategy", {}),
+    rollout(
+        "a-rollout-name-longer-than-fifty-two-characters-is-refused",
+        {"canary": {"steps": [{"pause": {"duration": "9000h"}}]}},
+    ),
     {  # both a template and a workloadRef; and no selector
         **rollout("workload-and-template", {"canary": {}}),
         "spec": {
@@ -221,6 +225,25 @@ DOCUMENTS: list[Doc] = [
         {
             "name": "e",
             "provider": {"prometheus": {**PROMETHEUS["prometheus"], "rangeQuery": {"step": "a minute"}}},
+        },
+    ),
+    template(
+        "durations-over-a-year",
+        {
+            "name": "f",
+            "interval": "9000h",
+            "initialDelay": "9000h",
+            "provider": {
+                "prometheus": {
+                    **PROMETHEUS["prometheus"],
+                    "timeout": "9000h",
+                    "range": {"window": "9000h", "step": "9000h"},
+                }
+            },
+        },
+        {
+            "name": "g",
+            "provider": {"prometheus": {**PROMETHEUS["prometheus"], "rangeQuery": {"step": "9000h"}}},
         },
     ),
     {**template("empty-template"), "spec": {"args": [{"name": "x"}]}},
