@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from tidegate.cli._options import cluster_options, object_names
 from tidegate.cli._output import ROLLOUTS, Resource, ResourceType, output_option, print_objects, print_table
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.console import Console, RenderableType
 
     from tidegate.cli._kube import Change, Cluster, LiveState, WatchFeed
@@ -67,7 +70,7 @@ def command(resource: Resource, name: str | None, watch: bool, output: str | Non
     cluster = target.connect()
     if name is None:
         if watch:
-            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: exit 0
+            with _ended_by_ctrl_c():
                 watch_list(cluster, resource, wide=output == "wide")
             return
         show_list(cluster, resource, output)
@@ -94,8 +97,19 @@ def command(resource: Resource, name: str | None, watch: bool, output: str | Non
         return
     from rich.console import Console
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: exit 0
+    with _ended_by_ctrl_c():
         _watch(cluster, name, Console())
+
+
+@contextlib.contextmanager
+def _ended_by_ctrl_c() -> Iterator[None]:
+    """Ctrl-C is how a watch ends: exit 0, quietly. A second SIGINT while exiting is ignored:
+    GNU `timeout -s INT` sends one to the command and one to its process group, and the second,
+    landing in the interpreter's exit hooks, printed a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def show_list(cluster: Cluster, resource: Resource, output: str | None) -> None:
