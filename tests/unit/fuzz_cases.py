@@ -445,7 +445,7 @@ def check_plan(case: Case) -> None:
     vs, route = apply_traffic(r, action, case.vs, case.route)
     hashes = (action.stable_hash, action.canary_hash)
     after = router_state(r, case, vs, route, hashes)
-    r2 = Rollout.model_validate({**case.doc, "status": first.status})
+    r2 = Rollout.model_validate({**case.doc, "status": first.status.wire()})
     second = plan(observed_of(r2, case, after))
     repeated = [a for a in _traffic(second.actions) if a == action]
     assert not repeated, f"the write {action} was read back as {after} and planned again: not idempotent"

@@ -100,10 +100,10 @@ def test_a_refused_router_is_an_invalid_spec_and_the_plan_moves_no_traffic() -> 
     problem = f"{ROUTING}.istio.virtualService.name: VirtualService victim/web is in another namespace"
     router = RouterState(kind="istio", ok=False, problem=problem, refused=True)
     p = plan(observed(r, [rs("web:1", 4)], {"web-stable": V1, "web-canary": V1}, router=router))
-    invalid = {c["type"]: c for c in p.status["conditions"]}["InvalidSpec"]
+    invalid = {c["type"]: c for c in p.status.wire()["conditions"]}["InvalidSpec"]
     assert invalid["status"] == "True" and problem in invalid["message"]
     assert not [a for a in p.actions if isinstance(a, SetTraffic)]
-    assert p.status["phase"] == "Degraded"
+    assert p.status.phase == "Degraded"
 
 
 def test_router_for_refuses_another_namespace_until_its_object_consents() -> None:

@@ -581,7 +581,7 @@ def test_a_route_that_cannot_be_weighed_is_invalid_spec_and_the_plan_moves_nothi
     router = RouterState(kind="istio", ok=False, problem=problem, invalid=True)
     r = canary_rollout(status={"stableRS": V1, "currentPodHash": V1})
     p = plan(observed(r, [rs("web:1", 4)], {"web-stable": V1, "web-canary": V1}, router=router))
-    invalid = {c["type"]: c for c in p.status["conditions"]}["InvalidSpec"]
+    invalid = {c["type"]: c for c in p.status.wire()["conditions"]}["InvalidSpec"]
     assert invalid["status"] == "True" and problem in invalid["message"]
     assert not [a for a in p.actions if isinstance(a, SetTraffic | CreateReplicaSet)]
-    assert p.status["phase"] == "Degraded"
+    assert p.status.phase == "Degraded"

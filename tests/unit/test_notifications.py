@@ -246,8 +246,8 @@ def test_the_planner_records_a_pause_in_the_status_it_writes_and_drops_what_was_
         r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web-stable": V1, "web-canary": V2}, istio(25)
     )
     first = plan(obs)
-    assert first.status["phase"] == "Paused"
-    pending = first.status["notifications"]["pending"]
+    assert first.status.phase == "Paused"
+    pending = first.status.wire()["notifications"]["pending"]
     assert [(i["trigger"], i["step"], i["destinations"]) for i in pending] == [
         ("on-rollout-paused", 2, ["hook:"])
     ]
@@ -257,7 +257,7 @@ def test_the_planner_records_a_pause_in_the_status_it_writes_and_drops_what_was_
         rollout=r.model_copy(update={"status": type(r.status).model_validate(first.status)}),
         notified=frozenset({"1/hook:"}),
     )
-    assert plan(again).status["notifications"] == {"seq": 1, "pending": []}
+    assert plan(again).status.wire()["notifications"] == {"seq": 1, "pending": []}
 
 
 def test_a_blue_green_preview_pause_is_told_too() -> None:
@@ -272,8 +272,8 @@ def test_a_blue_green_preview_pause_is_told_too() -> None:
         }
     )
     p = plan(observed(r, [rs("web:1", 3), rs("web:2", 1, revision=2)], {"web-active": V1, "web-preview": V2}))
-    assert p.status["phase"] == "Paused"
-    pending = p.status["notifications"]["pending"]
+    assert p.status.phase == "Paused"
+    pending = p.status.wire()["notifications"]["pending"]
     assert [(i["trigger"], i["destinations"], "step" in i) for i in pending] == [
         ("on-rollout-paused", ["teams:ops"], False)
     ]

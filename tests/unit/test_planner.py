@@ -20,7 +20,7 @@ from tests.unit.planner_fixtures import (
     rs,
     steps_hash,
 )
-from tidegate.api.rollout import Rollout
+from tidegate.api.rollout import Rollout, RolloutStatus
 from tidegate.core.model import (
     CreateReplicaSet,
     Event,
@@ -86,9 +86,9 @@ def test_first_deploy_creates_the_replicaset_at_full_scale_and_skips_steps() -> 
     creates = of(p, CreateReplicaSet)
     assert [(c.pod_hash, c.replicas, c.revision) for c in creates] == [(V1, 4, 1)]
     assert creates[0].name == f"web-{V1}"
-    assert p.status["stableRS"] == V1 and p.status["currentStepIndex"] == 2
-    assert p.status["phase"] == "Progressing"
-    ready = {c["type"]: c["status"] for c in p.status["conditions"]}["Ready"]
+    assert p.status.stable_rs == V1 and p.status.current_step_index == 2
+    assert p.status.phase == "Progressing"
+    ready = {c["type"]: c["status"] for c in p.status.wire()["conditions"]}["Ready"]
     assert ready == "False"
 
 
@@ -102,9 +102,9 @@ def test_first_deploy_becomes_healthy_once_available_and_services_point_at_it() 
     # Services moved this pass; Healthy comes on the pass that sees them in place.
     p2 = plan(observed(r, [rs("web:1", 4)], SERVICES_ON_V1, istio()))
     assert kinds(p2) == []
-    assert p2.status["phase"] == "Healthy"
-    assert {c["type"]: c["status"] for c in p2.status["conditions"]}["Ready"] == "True"
-    assert p2.status["observedGeneration"] == 2
+    assert p2.status.phase == "Healthy"
+    assert {c["type"]: c["status"] for c in p2.status.wire()["conditions"]}["Ready"] == "True"
+    assert p2.status.observed_generation == 2
 
 
 # --------------------------------------------------------------------------- canary steps
@@ -115,9 +115,9 @@ def test_new_revision_creates_the_canary_sized_to_the_first_weight() -> None:
     p = plan(observed(r, [rs("web:1", 4)], SERVICES_ON_V1, istio()))
     creates = of(p, CreateReplicaSet)
     assert [(c.pod_hash, c.replicas, c.revision) for c in creates] == [(V2, 1, 2)]
-    assert p.status["currentStepIndex"] == 0
+    assert p.status.current_step_index == 0
     assert of(p, SetTraffic) == [], "no traffic before the canary pods are ready"
-    assert "waiting for 0/1 canary pods ready" in p.status["message"]
+    assert "waiting for 0/1 canary pods ready" in p.status.message
 
 
 def test_weight_goes_to_the_canary_only_once_its_pods_are_ready_and_selected() -> None:
@@ -135,7 +135,7 @@ def test_weight_goes_to_the_canary_only_once_its_pods_are_ready_and_selected() -
         )
     )
     assert of(selected, SetTraffic) == [SetTraffic(25, V1, V2, ())]
-    assert selected.status["currentStepIndex"] == 0
+    assert selected.status.current_step_index == 0
 
 
 def test_step_completes_when_the_router_reads_back_the_weight() -> None:
@@ -146,12 +146,26 @@ def test_step_completes_when_the_router_reads_back_the_weight() -> None:
         )
     )
     assert of(p, SetTraffic) == []
-    assert p.status["currentStepIndex"] == 1
-    assert p.status["canary"]["weights"]["canary"]["weight"] == 25
-    assert p.status["canary"]["weights"]["verified"] is True
+    assert p.status.current_step_index == 1
+    assert p.status.wire()["canary"]["weights"]["canary"]["weight"] == 25
+    assert p.status.wire()["canary"]["weights"]["verified"] is True
 
 
 SERVICES_SPLIT = {"web-stable": V1, "web-canary": V2}
+
+
+def test_the_plan_is_a_typed_status_that_leaves_the_observed_one_alone() -> None:
+    """The planner takes and returns RolloutStatus: the status it plans round-trips through the
+    wire form the API server stores, and the observed status (the cache's) is not changed."""
+    r = with_status(
+        canary_rollout(steps=[{"setWeight": 25}, {"pause": {"duration": "60s"}}, {"setWeight": 50}]), 1
+    )
+    before = r.status.wire()
+    p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(25)))
+    assert isinstance(p.status, RolloutStatus)
+    assert RolloutStatus.model_validate(p.status.wire()) == p.status
+    assert p.status.pause_conditions and p.status.pause_conditions[0].reason == "CanaryPauseStep"
+    assert r.status.wire() == before, "the planner wrote into the status it observed"
 
 
 def test_timed_pause_holds_then_ends_on_time() -> None:
@@ -160,31 +174,31 @@ def test_timed_pause_holds_then_ends_on_time() -> None:
     )
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     first = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
-    assert first.status["phase"] == "Paused"
-    assert first.status["pauseConditions"] == [
+    assert first.status.phase == "Paused"
+    assert first.status.wire()["pauseConditions"] == [
         {"reason": "CanaryPauseStep", "startTime": "2026-01-01T12:00:00Z"}
     ]
     assert first.requeue_after == pytest.approx(60)
-    assert "paused at step 2/3 for 1m00s more" in first.status["message"]
+    assert "paused at step 2/3 for 1m00s more" in first.status.message
     # An operator restart 30 s later: the start time in status keeps the pause on schedule.
     resumed = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
     mid = plan(observed(resumed, sets, SERVICES_SPLIT, istio(25), now=later(30)))
-    assert mid.status["currentStepIndex"] == 1 and mid.requeue_after == pytest.approx(30)
+    assert mid.status.current_step_index == 1 and mid.requeue_after == pytest.approx(30)
     done = plan(observed(resumed, sets, SERVICES_SPLIT, istio(25), now=later(60)))
-    assert done.status["currentStepIndex"] == 2
-    assert done.status["pauseConditions"] == []
+    assert done.status.current_step_index == 2
+    assert done.status.wire()["pauseConditions"] == []
 
 
 def test_indefinite_pause_waits_for_promote() -> None:
     r = with_status(canary_rollout(), 1)
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
-    assert (p.status["phase"] == "Paused" and p.requeue_after is None) or p.requeue_after > 60
-    assert p.status["controllerPause"] is True
+    assert (p.status.phase == "Paused" and p.requeue_after is None) or p.requeue_after > 60
+    assert p.status.controller_pause is True
     # `tidegate promote` clears the pause conditions; the next pass moves on.
     promoted = with_status(canary_rollout(), 1, controllerPause=True, pauseConditions=[])
     p2 = plan(observed(promoted, sets, SERVICES_SPLIT, istio(25)))
-    assert p2.status["currentStepIndex"] == 2
+    assert p2.status.current_step_index == 2
 
 
 def test_after_the_last_step_the_canary_is_scaled_up_before_it_takes_all_traffic() -> None:
@@ -195,7 +209,7 @@ def test_after_the_last_step_the_canary_is_scaled_up_before_it_takes_all_traffic
     full = plan(observed(r, [rs("web:1", 4), rs("web:2", 4, revision=2)], SERVICES_SPLIT, istio(25)))
     assert of(full, SetTraffic) == [SetTraffic(100, V1, V2, ())]
     moved = plan(observed(r, [rs("web:1", 4), rs("web:2", 4, revision=2)], SERVICES_SPLIT, istio(100)))
-    assert moved.status["stableRS"] == V2
+    assert moved.status.stable_rs == V2
 
 
 def test_after_promotion_services_move_then_weight_then_the_old_pods_go_after_the_delay() -> None:
@@ -216,7 +230,7 @@ def test_after_promotion_services_move_then_weight_then_the_old_pods_go_after_th
     marked = [rs("web:1", 4, scale_down_at=later(30)), rs("web:2", 4, revision=2)]
     p4 = plan(observed(r, marked, {"web-stable": V2, "web-canary": V2}, istio(0), now=later(31)))
     assert of(p4, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V1}", 0)]
-    assert p4.status["phase"] == "Healthy"
+    assert p4.status.phase == "Healthy"
 
 
 def test_abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_later() -> None:
@@ -225,7 +239,7 @@ def test_abort_sends_all_traffic_to_stable_at_once_and_scales_the_canary_down_la
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(50, ("canary-header",))))
     assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())]
     assert of(p, ScaleReplicaSet) == []
-    assert p.status["phase"] == "Degraded" and p.status["abortedAt"] == "2026-01-01T12:00:00Z"
+    assert p.status.phase == "Degraded" and p.status.aborted_at == "2026-01-01T12:00:00Z"
     assert any(isinstance(a, Event) and a.reason == "RolloutAborted" for a in p.actions)
     aborted = with_status(
         canary_rollout(abortScaleDownDelaySeconds=30), 1, abort=True, abortedAt="2026-01-01T12:00:00Z"
@@ -258,7 +272,7 @@ def test_abort_scale_down_delay_has_argos_defaults(
     for seconds in (0, 5, 30, 3600):
         p = plan(observed(r, sets, services, istio(0) if router else None, now=later(seconds)))
         scaled = ScaleReplicaSet(f"web-{V2}", 0) in of(p, ScaleReplicaSet)
-        assert scaled is (scaled_at is not None and seconds >= scaled_at), (seconds, p.status["message"])
+        assert scaled is (scaled_at is not None and seconds >= scaled_at), (seconds, p.status.message)
 
 
 def test_updating_back_to_the_stable_template_is_immediate() -> None:
@@ -268,7 +282,7 @@ def test_updating_back_to_the_stable_template_is_immediate() -> None:
     assert of(p, SetServiceSelector) == [SetServiceSelector("web-canary", V1)]
     p2 = plan(observed(r, sets, SERVICES_ON_V1, istio(50)))
     assert of(p2, SetTraffic) == [SetTraffic(0, V1, V1, ())]
-    assert p2.status["currentStepIndex"] == 2
+    assert p2.status.current_step_index == 2
 
 
 def test_promote_full_skips_the_remaining_steps() -> None:
@@ -279,7 +293,7 @@ def test_promote_full_skips_the_remaining_steps() -> None:
     )
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(10)))
     assert of(p, ScaleReplicaSet) == [ScaleReplicaSet(f"web-{V2}", 4)]
-    assert p.status["currentStepIndex"] == 4
+    assert p.status.current_step_index == 4
 
 
 def test_header_route_is_set_with_its_step_and_removed_at_the_end() -> None:
@@ -307,15 +321,15 @@ def test_header_route_is_set_with_its_step_and_removed_at_the_end() -> None:
         ("hdr", (("x-canary", "exact", "true"),))
     ]
     done = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0, ("hdr",))))
-    assert done.status["currentStepIndex"] == 2
+    assert done.status.current_step_index == 2
 
 
 def test_invalid_spec_changes_nothing() -> None:
     bad = canary_rollout(steps=[{"setHeaderRoute": {"name": "nope", "match": []}}])
     p = plan(observed(bad, [rs("web:1", 4)], SERVICES_ON_V1, istio()))
     assert kinds(p) == []
-    assert p.status["phase"] == "Degraded"
-    invalid = {c["type"]: c for c in p.status["conditions"]}["InvalidSpec"]
+    assert p.status.phase == "Degraded"
+    invalid = {c["type"]: c for c in p.status.wire()["conditions"]}["InvalidSpec"]
     assert invalid["status"] == "True" and "managedRoutes" in invalid["message"]
 
 
@@ -326,7 +340,7 @@ def test_missing_service_is_a_condition_not_a_crash() -> None:
 
     obs = type(obs)(**{**obs.__dict__, "services": {"web-stable": ServiceInfo("web-stable", False)}})
     p = plan(obs)
-    assert kinds(p) == [] and "Service web-stable not found" in p.status["message"]
+    assert kinds(p) == [] and "Service web-stable not found" in p.status.message
     assert p.requeue_after is not None
 
 
@@ -337,12 +351,12 @@ def test_progress_deadline_marks_degraded_and_can_abort() -> None:
     r = r.model_copy(update={"spec": r.spec.model_copy(update={"progress_deadline_seconds": 60})})
     stuck = [rs("web:1", 4), rs("web:2", 1, available=0, revision=2)]
     p = plan(observed(r, stuck, SERVICES_ON_V1, istio()))
-    assert p.status["phase"] == "Degraded"
-    cond = {c["type"]: c for c in p.status["conditions"]}["Progressing"]
+    assert p.status.phase == "Degraded"
+    cond = {c["type"]: c for c in p.status.wire()["conditions"]}["Progressing"]
     assert (cond["status"], cond["reason"]) == ("False", "ProgressDeadlineExceeded")
-    assert not p.status.get("abort")
+    assert not p.status.abort
     ra = r.model_copy(update={"spec": r.spec.model_copy(update={"progress_deadline_abort": True})})
-    assert plan(observed(ra, stuck, SERVICES_ON_V1, istio())).status["abort"] is True
+    assert plan(observed(ra, stuck, SERVICES_ON_V1, istio())).status.abort is True
 
 
 def test_dynamic_stable_scale_never_drops_below_what_stable_still_carries() -> None:
@@ -396,7 +410,7 @@ def test_blue_green_first_deploy_goes_straight_to_active() -> None:
     r = bg_rollout(image="web:1")
     p = plan(observed(r, [rs("web:1", 3)], {"web-active": None, "web-preview": None}))
     assert {a.service for a in of(p, SetServiceSelector)} == {"web-active", "web-preview"}
-    assert p.status["stableRS"] == V1
+    assert p.status.stable_rs == V1
 
 
 def test_blue_green_preview_then_pause_then_switch_only_when_full() -> None:
@@ -405,15 +419,15 @@ def test_blue_green_preview_then_pause_then_switch_only_when_full() -> None:
     p = plan(observed(r, sets, BG_SERVICES))
     assert of(p, SetServiceSelector) == [SetServiceSelector("web-preview", V2)]
     p2 = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}))
-    assert p2.status["phase"] == "Paused"
-    assert [c["reason"] for c in p2.status["pauseConditions"]] == ["BlueGreenPause"]
+    assert p2.status.phase == "Paused"
+    assert [c["reason"] for c in p2.status.wire()["pauseConditions"]] == ["BlueGreenPause"]
     promoted = bg_rollout(
         autoPromotionEnabled=False,
         previewReplicaCount=1,
         status=bg_status(controllerPause=True, pauseConditions=[]),
     )
     p3 = plan(observed(promoted, sets, {"web-active": V1, "web-preview": V2}))
-    assert p3.status["blueGreen"]["promoting"] is True
+    assert p3.status.wire()["blueGreen"]["promoting"] is True
     promoting = bg_rollout(
         autoPromotionEnabled=False,
         previewReplicaCount=1,
@@ -437,7 +451,7 @@ def test_blue_green_abort_keeps_active_on_stable(delay: int, scaled: bool) -> No
     p = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}, now=later(60)))
     assert SetServiceSelector("web-active", V2) not in of(p, SetServiceSelector)
     assert SetServiceSelector("web-preview", V1) in of(p, SetServiceSelector)
-    assert p.status["phase"] == "Degraded"
+    assert p.status.phase == "Degraded"
     assert (ScaleReplicaSet(f"web-{V2}", 0) in of(p, ScaleReplicaSet)) is scaled
 
 
@@ -445,9 +459,9 @@ def test_blue_green_auto_promotion_seconds() -> None:
     r = bg_rollout(autoPromotionSeconds=30, status=bg_status(stepStartedAt="2026-01-01T12:00:00Z"))
     sets = [rs("web:1", 3), rs("web:2", 3, revision=2)]
     early = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}, now=later(10)))
-    assert early.requeue_after == pytest.approx(20) and "automatically" in early.status["message"]
+    assert early.requeue_after == pytest.approx(20) and "automatically" in early.status.message
     due = plan(observed(r, sets, {"web-active": V1, "web-preview": V2}, now=later(30)))
-    assert due.status["blueGreen"]["promoting"] is True
+    assert due.status.wire()["blueGreen"]["promoting"] is True
 
 
 def test_now_is_used_for_timestamps() -> None:
@@ -463,7 +477,7 @@ def test_a_new_revision_mid_rollout_first_takes_traffic_off_the_superseded_canar
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(50)))
     assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())]
     assert not any(c.pod_hash == v3 for c in of(p, SetServiceSelector))
-    assert p.status["currentStepIndex"] == 0
+    assert p.status.current_step_index == 0
 
 
 def _settled(r: Rollout, obs_of: Any, seconds: float) -> dict[str, Any]:
@@ -471,9 +485,9 @@ def _settled(r: Rollout, obs_of: Any, seconds: float) -> dict[str, Any]:
     from tidegate.k8s.execute import status_diff
 
     first = plan(obs_of(r, NOW))
-    stored = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
+    stored = r.model_copy(update={"status": type(r.status).model_validate(first.status.wire())})
     again = plan(obs_of(stored, later(seconds)))
-    return status_diff(first.status, again.status)
+    return status_diff(first.status.wire(), again.status.wire())
 
 
 @pytest.mark.parametrize("seconds", [1, 5, 65])
@@ -536,15 +550,13 @@ def test_an_analysis_step_follows_its_run(phase: str | None, index: int, abort: 
     p = plan(obs)
     creates = of(p, CreateAnalysisRun)
     assert [c.name for c in creates] == ([name] if phase is None else [])
-    assert p.status["currentStepIndex"] == index
-    assert bool(p.status.get("abort")) is abort
+    assert p.status.current_step_index == index
+    assert bool(p.status.abort) is abort
     if abort:
-        assert "metric m" in p.status["message"] and p.status["abortMessage"].startswith(
-            f"analysis run {name}"
-        )
-    assert (p.status["phase"] == "Paused") is paused
+        assert "metric m" in p.status.message and p.status.abort_message.startswith(f"analysis run {name}")
+    assert (p.status.phase == "Paused") is paused
     if paused:
-        assert [c["reason"] for c in p.status["pauseConditions"]] == ["InconclusiveAnalysisRun"]
+        assert [c["reason"] for c in p.status.wire()["pauseConditions"]] == ["InconclusiveAnalysisRun"]
 
 
 def test_a_new_revision_terminates_the_previous_revisions_running_analysis() -> None:
@@ -569,12 +581,12 @@ def test_blue_green_pre_promotion_analysis_gates_the_switch() -> None:
     services = {"web-active": V1, "web-preview": V2}
     p = plan(observed(r, sets, services))
     assert [c.kind for c in of(p, CreateAnalysisRun)] == ["pre"]
-    assert not p.status["blueGreen"].get("promoting")
+    assert not p.status.wire()["blueGreen"].get("promoting")
     failed = plan(_with_runs(observed(r, sets, services), _run(f"web-{V2}-pre-0", "Failed", "pre")))
-    assert failed.status["abort"] is True
+    assert failed.status.abort is True
     assert SetServiceSelector("web-active", V2) not in of(failed, SetServiceSelector)
     passed = plan(_with_runs(observed(r, sets, services), _run(f"web-{V2}-pre-0", "Successful", "pre")))
-    assert passed.status["blueGreen"]["promoting"] is True
+    assert passed.status.wire()["blueGreen"]["promoting"] is True
 
 
 def test_blue_green_post_promotion_failure_switches_back() -> None:
@@ -582,10 +594,10 @@ def test_blue_green_post_promotion_failure_switches_back() -> None:
     sets = [rs("web:1", 3), rs("web:2", 3, revision=2)]
     switched = {"web-active": V2, "web-preview": V2}
     running = plan(_with_runs(observed(r, sets, switched), _run(f"web-{V2}-post-0", "Running", "post")))
-    assert running.status["stableRS"] == V1, "not stable until the post-promotion analysis passes"
+    assert running.status.stable_rs == V1, "not stable until the post-promotion analysis passes"
     assert of(running, ScaleReplicaSet) == [], "the previous version stays scaled up"
     failed = plan(_with_runs(observed(r, sets, switched), _run(f"web-{V2}-post-0", "Failed", "post")))
-    assert failed.status["abort"] is True
+    assert failed.status.abort is True
     aborted = bg_rollout(
         status=bg_status(abort=True, blueGreen={"promoting": False}), postPromotionAnalysis=ANALYSIS
     )
@@ -610,7 +622,7 @@ def test_old_replicasets_beyond_the_history_limit_are_deleted() -> None:
     ]
     svcs = {"web-stable": h("web:4"), "web-canary": h("web:4")}
     p = plan(observed(r, sets, svcs, istio()))
-    assert p.status["phase"] == "Healthy"
+    assert p.status.phase == "Healthy"
     assert sorted(a.name for a in of(p, DeleteReplicaSet)) == sorted([f"web-{V1}", f"web-{V2}"])
 
 
@@ -638,10 +650,10 @@ def test_retry_is_clearing_abort_and_the_operator_restarts_the_steps(
         analysisRound=3,
     )
     p = plan(observed(cleared, [rs("web:1", 4), rs("web:2", 0, revision=2)], SERVICES_SPLIT, istio(0)))
-    assert p.status["currentStepIndex"] == 0
-    assert p.status["analysisRound"] == 4
-    assert "abortedRevision" not in p.status and "abortedAt" not in p.status
-    assert p.status["progressAt"] == "2026-01-01T12:00:00Z"
+    assert p.status.current_step_index == 0
+    assert p.status.analysis_round == 4
+    assert p.status.aborted_revision is None and "abortedAt" not in p.status
+    assert p.status.progress_at == "2026-01-01T12:00:00Z"
     assert [e.reason for e in of(p, Event)].count("RolloutRetried") == 1
     # The canary is scaled for step 1 again rather than left where the abort put it.
     assert ScaleReplicaSet(f"web-{V2}", 1) in of(p, ScaleReplicaSet)
@@ -652,7 +664,7 @@ def test_a_still_aborted_rollout_is_not_retried() -> None:
         canary_rollout(), 1, abort=True, abortedRevision=V2, abortedAt="2026-01-01T11:00:00Z"
     )
     p = plan(observed(aborted, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
-    assert p.status["currentStepIndex"] == 1 and p.status["phase"] == "Degraded"
+    assert p.status.current_step_index == 1 and p.status.phase == "Degraded"
 
 
 @pytest.mark.parametrize(
@@ -668,7 +680,7 @@ def test_skip_step_completes_only_the_step_it_names(skip: int, index: int, expec
     steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]
     r = with_status(canary_rollout(steps=steps), index, skipStep=skip, controllerPause=index == 1)
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
-    assert p.status["currentStepIndex"] == expected_index
+    assert p.status.current_step_index == expected_index
     assert "skipStep" not in p.status
 
 
@@ -678,13 +690,13 @@ def test_a_pause_never_ends_before_its_duration_when_it_starts_mid_second() -> N
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     start = later(0.7)
     first = plan(observed(r, sets, SERVICES_SPLIT, istio(25), now=start))
-    assert first.status["pauseConditions"][0]["startTime"] == "2026-01-01T12:00:01Z"
+    assert first.status.wire()["pauseConditions"][0]["startTime"] == "2026-01-01T12:00:01Z"
     paused = r.model_copy(update={"status": type(r.status).model_validate(first.status)})
     for elapsed in (9.3, 9.9, 10.0 - 1e-3):
         mid = plan(observed(paused, sets, SERVICES_SPLIT, istio(25), now=start + timedelta(seconds=elapsed)))
-        assert mid.status["currentStepIndex"] == 1, f"pause ended after {elapsed}s of 10s"
+        assert mid.status.current_step_index == 1, f"pause ended after {elapsed}s of 10s"
     done = plan(observed(paused, sets, SERVICES_SPLIT, istio(25), now=later(11)))
-    assert done.status["currentStepIndex"] == 2
+    assert done.status.current_step_index == 2
 
 
 @pytest.mark.parametrize(
@@ -703,13 +715,13 @@ def test_weight_waits_for_the_canary_services_ready_endpoints(
     p = plan(replace(obs, services=services))
     assert (of(p, SetTraffic) == [SetTraffic(25, V1, V2, ())]) is sets_weight
     if not sets_weight:
-        assert "ready endpoints of Service web-canary" in p.status["message"]
+        assert "ready endpoints of Service web-canary" in p.status.message
 
 
 def test_a_pause_is_told_by_one_event_not_two() -> None:
     r = with_status(canary_rollout(), 1)
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(25)))
-    assert p.status["phase"] == "Paused"
+    assert p.status.phase == "Paused"
     assert [e.reason for e in of(p, Event)].count("RolloutPaused") == 1
 
 
@@ -751,9 +763,9 @@ def test_a_subset_split_moves_the_canary_subset_only_onto_ready_endpoints(
     obs = observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], {"web": None}, router)
     host = replace(obs.services["web"], ready_endpoints=len(ready_pods or ()), ready_pods=ready_pods)
     p = plan(replace(obs, services={"web": host}))
-    assert (of(p, SetTraffic) == [SetTraffic(5, V1, V2, ())]) is moves_subset, p.status.get("message")
+    assert (of(p, SetTraffic) == [SetTraffic(5, V1, V2, ())]) is moves_subset, p.status.message
     if not moves_subset:
-        assert "canary subset in Service web" in p.status["message"]
+        assert "canary subset in Service web" in p.status.message
 
 
 def test_a_header_route_whose_match_changed_is_written_again() -> None:
@@ -791,26 +803,26 @@ def test_promote_full_on_an_aborted_canary_lifts_the_abort_and_promotes() -> Non
         update={"status": type(r.status).model_validate({**r.status.wire(), "abortedRevision": V2})}
     )
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 4, revision=2)], SERVICES_SPLIT, istio(0)))
-    assert p.status["abort"] is False and "abortedRevision" not in p.status
-    assert p.status["phase"] != "Degraded"
+    assert p.status.abort is False and p.status.aborted_revision is None
+    assert p.status.phase != "Degraded"
     assert of(p, SetTraffic) == [SetTraffic(100, V1, V2, ())]
 
 
 def test_blue_green_is_paused_only_once_the_preview_is_fully_available() -> None:
     r = bg_rollout(autoPromotionEnabled=False, status=bg_status())
     pending = plan(observed(r, [rs("web:1", 3), rs("web:2", 3, available=1, revision=2)], BG_SERVICES))
-    assert pending.status["phase"] == "Progressing" and not pending.status.get("pauseConditions")
+    assert pending.status.phase == "Progressing" and not pending.status.wire().get("pauseConditions")
     ready = plan(
         observed(r, [rs("web:1", 3), rs("web:2", 3, revision=2)], {"web-active": V1, "web-preview": V2})
     )
-    assert ready.status["phase"] == "Paused"
-    assert [c["reason"] for c in ready.status["pauseConditions"]] == ["BlueGreenPause"]
+    assert ready.status.phase == "Paused"
+    assert [c["reason"] for c in ready.status.wire()["pauseConditions"]] == ["BlueGreenPause"]
 
 
 def test_blue_green_ready_and_available_replicas_count_the_active_pods_only() -> None:
     r = bg_rollout(autoPromotionEnabled=False, status=bg_status(blueGreen={"activeSelector": V1}))
     p = plan(observed(r, [rs("web:1", 3), rs("web:2", 3, revision=2)], {"web-active": V1, "web-preview": V2}))
-    assert (p.status["readyReplicas"], p.status["availableReplicas"], p.status["replicas"]) == (3, 3, 6)
+    assert (p.status.ready_replicas, p.status.available_replicas, p.status.replicas) == (3, 3, 6)
 
 
 CANARY_PATH = "spec.strategy.canary"
@@ -829,7 +841,7 @@ def test_argo_fields_tidegate_does_not_run_are_invalid_spec_by_name(
 ) -> None:
     r = with_status(canary_rollout(router=False, **fields), 0)
     p = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)]))
-    assert named in p.status["message"] and p.status["phase"] == "Degraded"
+    assert named in p.status.message and p.status.phase == "Degraded"
     assert not [a for a in p.actions if not isinstance(a, Event)], "nothing changes for the running version"
 
 
@@ -879,7 +891,7 @@ def test_a_rollback_within_the_rollback_window_skips_the_steps(revisions: int, s
     ]
     p = plan(observed(r, sets, {"web-stable": v3, "web-canary": v3}, istio()))
     scaled = {a.name: a.replicas for a in of(p, ScaleReplicaSet)}
-    assert (scaled.get(f"web-{V2}") == 4) is skips, (scaled, p.status["message"])
+    assert (scaled.get(f"web-{V2}") == 4) is skips, (scaled, p.status.message)
 
 
 def test_scale_down_delay_revision_limit_keeps_only_the_newest_old_versions_waiting() -> None:
@@ -934,7 +946,7 @@ def test_a_blocked_analysis_holds_the_canary_at_zero_and_keeps_trying() -> None:
     sets = [rs("web:1", 4), rs("web:2", 1, revision=2)]
     moving = plan(observed(r, sets, SERVICES_SPLIT, istio(20)))
     assert of(moving, SetTraffic) == [SetTraffic(0, V1, V2, ())]
-    assert moving.status["analysisBlocked"], "the mark survives a pass that makes no run"
+    assert moving.status.analysis_blocked, "the mark survives a pass that makes no run"
     held = plan(observed(r, sets, SERVICES_SPLIT, istio(0)))
     assert of(held, SetTraffic) == [] and len(of(held, CreateAnalysisRun)) == 1
 
@@ -972,7 +984,7 @@ def test_the_canary_service_counts_only_the_canary_pods_endpoints() -> None:
         "web-canary": replace(obs.services["web-canary"], ready_endpoints=4, ready_pods=stale),
     }
     p = plan(replace(obs, services=services))
-    assert of(p, SetTraffic) == [] and "ready canary endpoints" in p.status["message"]
+    assert of(p, SetTraffic) == [] and "ready canary endpoints" in p.status.message
     fresh = frozenset({f"web-{V2}-a"})
     services["web-canary"] = replace(services["web-canary"], ready_endpoints=1, ready_pods=fresh)
     assert of(plan(replace(obs, services=services)), SetTraffic) == [SetTraffic(25, V1, V2, ())]
@@ -984,8 +996,8 @@ def test_a_canary_that_lost_every_pod_loses_its_weight_until_it_has_pods_again(c
     r = with_status(canary_rollout(), 1)
     sets = [rs("web:1", 4)] + ([] if canary_set == "deleted" else [rs("web:2", 1, available=0, revision=2)])
     p = plan(observed(r, sets, SERVICES_SPLIT, istio(25)))
-    assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())], p.status.get("message")
-    assert "no ready pods" in p.status["message"]
+    assert of(p, SetTraffic) == [SetTraffic(0, V1, V2, ())], p.status.message
+    assert "no ready pods" in p.status.message
     back = plan(observed(r, [rs("web:1", 4), rs("web:2", 1, revision=2)], SERVICES_SPLIT, istio(0)))
     assert of(back, SetTraffic) == [SetTraffic(25, V1, V2, ())], "the weight returns with a ready pod"
 
@@ -1017,7 +1029,7 @@ def test_the_old_version_is_scaled_down_only_once_the_service_reaches_a_new_pod(
     )
     p = plan(replace(obs, services={"web": svc}))
     scaled = [a for a in of(p, ScaleReplicaSet) if a.name == f"web-{V1}"]
-    assert (scaled == [ScaleReplicaSet(f"web-{V1}", 0)]) is scales_down, (p.actions, p.status.get("message"))
+    assert (scaled == [ScaleReplicaSet(f"web-{V1}", 0)]) is scales_down, (p.actions, p.status.message)
     if not scales_down:
         assert p.requeue_after is not None, "a backstop wake-up while the slices catch up"
 
@@ -1036,7 +1048,7 @@ def test_max_traffic_weight_scales_the_steps_weights_and_the_canary_size() -> No
     assert "canary weight 0/1000 -> 250/1000" in [e.message for e in of(p, Event)]
     there = RouterState(kind="istio", canary_weight=250, stable_weight=750, managed_routes=("primary",))
     done = plan(observed(r, sets, SERVICES_SPLIT, there))
-    assert not of(done, SetTraffic) and done.status["currentStepIndex"] == 1
+    assert not of(done, SetTraffic) and done.status.current_step_index == 1
     # 25 of 100 read back is not 250 of 1000.
     assert of(plan(observed(r, sets, SERVICES_SPLIT, istio(25))), SetTraffic)
 
@@ -1051,7 +1063,7 @@ def test_a_full_weight_beside_weighted_additional_subsets_is_in_place_once_cappe
         kind="istio", canary_weight=90, stable_weight=0, additional_weight=10, managed_routes=("primary",)
     )
     done = plan(observed(r, sets, SERVICES_SPLIT, capped))
-    assert not of(done, SetTraffic) and done.status["currentStepIndex"] == 1, done.actions
+    assert not of(done, SetTraffic) and done.status.current_step_index == 1, done.actions
     # Canary 100 with the additional subsets still at 10 would sum to 110: not in place.
     from dataclasses import replace
 
@@ -1074,7 +1086,7 @@ def test_mirror_route_is_set_with_its_step_kept_through_weights_and_removed_at_t
     r = with_status(canary_rollout(steps=steps, trafficRouting=routing), 1)
     (traffic,) = of(plan(observed(r, sets, SERVICES_SPLIT, router(10, ()))), SetTraffic)
     assert (traffic.canary_weight, traffic.mirror_routes) == (10, (wanted,))
-    assert plan(observed(r, sets, SERVICES_SPLIT, router(10, (wanted,)))).status["currentStepIndex"] == 2
+    assert plan(observed(r, sets, SERVICES_SPLIT, router(10, (wanted,)))).status.current_step_index == 2
     r = with_status(canary_rollout(steps=steps, trafficRouting=routing), 2)
     (traffic,) = of(plan(observed(r, sets, SERVICES_SPLIT, router(10, (wanted,)))), SetTraffic)
     assert (traffic.canary_weight, traffic.mirror_routes) == (30, (wanted,))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.unit.planner_fixtures import canary_rollout
+from tidegate.api.rollout import RolloutStatus
 from tidegate.core.model import Plan, ScaleReplicaSet, SetPodMetadata
 from tidegate.k8s.client import ApiException
 from tidegate.k8s.execute import execute
@@ -55,7 +56,7 @@ def run(clients: FakeClients, raw_status: dict[str, Any], action: Any) -> Any:
     rollout = canary_rollout()
     raw = {"metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1"}, "status": raw_status}
     planned = {"phase": "Healthy", "message": "healthy", "conditions": [], "observedGeneration": 1}
-    plan = Plan(actions=(action,), status=planned)
+    plan = Plan(actions=(action,), status=RolloutStatus.model_validate(planned))
     return asyncio.run(execute(clients, FakeCache(), rollout, raw, plan, None, _no_emit))  # type: ignore[arg-type]
 
 

@@ -52,13 +52,13 @@ def test_a_restart_starts_with_restart_started_and_no_phase_event() -> None:
 def test_the_phase_flips_of_its_own_evictions_post_no_rollout_events() -> None:
     # A pod evicted: 3 of 4 available, the phase goes Progressing; then back to Healthy.
     down = run("Healthy", f"restarting: replacing pod {PODS[0]} (4 left)", 3, PODS[1:])
-    assert down.status["phase"] == "Progressing"
+    assert down.status.phase == "Progressing"
     back = run("Progressing", "waiting for 3/4 pods available", 4, PODS[1:])
-    assert back.status["phase"] == "Healthy" and back.status["message"].startswith("restarting:")
+    assert back.status.phase == "Healthy" and back.status.message.startswith("restarting:")
     assert events(down) == [] and events(back) == []  # no RolloutHealthy, no second RestartStarted
 
 
 def test_a_restart_ends_with_restart_completed() -> None:
     p = run("Healthy", f"restarting: replacing pod {PODS[3]} (1 left)", 4, ())
-    assert p.status["restartedAt"] == RESTART_AT
+    assert p.status.restarted_at == RESTART_AT
     assert events(p) == ["RestartCompleted"]

@@ -62,8 +62,8 @@ def test_a_restart_at_in_the_future_evicts_nothing_and_requeues_for_its_time(
         return
     assert not any(isinstance(a, ReplacePod) for a in p.actions)
     assert restart_events(p) == []  # neither RestartStarted nor a false RestartCompleted
-    assert "restartedAt" not in p.status or p.status["restartedAt"] is None
-    assert p.status["phase"] == "Healthy"
+    assert p.status.restarted_at is None
+    assert p.status.phase == "Healthy"
     assert p.requeue_after == pytest.approx(requeue)
 
 
@@ -85,9 +85,9 @@ def test_the_restart_begins_once_its_time_comes() -> None:
 def test_a_restart_at_that_is_not_a_time_is_invalid_spec_and_posts_no_restart_completed(value: str) -> None:
     p = run(value, left=())
     assert restart_events(p) == []
-    assert p.status.get("restartedAt") is None
-    assert p.status["phase"] == "Degraded"
-    invalid = next(c for c in p.status["conditions"] if c["type"] == "InvalidSpec")
+    assert p.status.restarted_at is None
+    assert p.status.phase == "Degraded"
+    invalid = next(c for c in p.status.wire()["conditions"] if c["type"] == "InvalidSpec")
     assert invalid["status"] == "True" and "spec.restartAt" in invalid["message"]
     assert not any(isinstance(a, ReplacePod) for a in p.actions)
 
@@ -96,8 +96,8 @@ def test_a_pause_no_timer_can_hold_is_invalid_spec_not_an_exception() -> None:
     steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "99999999999999999999h"}}]
     r = canary_rollout(image="web:2", steps=steps)
     p = plan(observed(r, [rs("web:1", 4, 4)], {"web-stable": V1, "web-canary": V1}, istio()))
-    invalid = next(c for c in p.status["conditions"] if c["type"] == "InvalidSpec")
+    invalid = next(c for c in p.status.wire()["conditions"] if c["type"] == "InvalidSpec")
     assert invalid["status"] == "True"
     bound = "spec.strategy.canary.steps[1].pause.duration: duration must be at most a year"
     assert bound in invalid["message"]
-    assert p.status["phase"] == "Degraded"
+    assert p.status.phase == "Degraded"

@@ -205,11 +205,13 @@ def _drive_planner(
         maxSurge=surge,
         maxUnavailable=unavailable,
     )
-    status = {"stableRS": V1, "currentPodHash": V2, "currentStepIndex": 0, "currentStepHash": steps_hash(r)}
+    status = RolloutStatus.model_validate(
+        {"stableRS": V1, "currentPodHash": V2, "currentStepIndex": 0, "currentStepHash": steps_hash(r)}
+    )
     sets: dict[str, ReplicaSetInfo] = {V1: rs("web:1", replicas)}
     peak = replicas
     for _ in range(50):
-        r = r.model_copy(update={"status": RolloutStatus.model_validate(status)})
+        r = r.model_copy(update={"status": status})
         p = plan(observed(r, list(sets.values())))
         status = p.status
         scaled = False
@@ -222,9 +224,9 @@ def _drive_planner(
                 sets[V1 if image == "web:1" else V2] = rs(image, action.replicas)
                 scaled = True
         peak = max(peak, sum(s.replicas for s in sets.values()))
-        if not scaled and status.get("currentStepIndex") == 1:
+        if not scaled and status.current_step_index == 1:
             break
-    assert status.get("currentStepIndex") == 1, "the planner never finished the setWeight step"
+    assert status.current_step_index == 1, "the planner never finished the setWeight step"
     canary = sets[V2].replicas if V2 in sets else 0
     return canary, sets[V1].replicas, peak
 

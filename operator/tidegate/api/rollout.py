@@ -801,8 +801,11 @@ class RolloutSpec(ApiModel):
 # Status
 
 
+PauseReason = Literal["CanaryPauseStep", "BlueGreenPause", "InconclusiveAnalysisRun", "PausedBySpec"]
+
+
 class PauseCondition(ApiModel):
-    reason: Literal["CanaryPauseStep", "BlueGreenPause", "InconclusiveAnalysisRun", "PausedBySpec"]
+    reason: PauseReason
     """Why the rollout is paused."""
     start_time: str
     """When the pause began (RFC 3339); durations count from here, across operator restarts."""

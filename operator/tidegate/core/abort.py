@@ -12,6 +12,7 @@ from tidegate.core.model import (
 )
 from tidegate.core.toolkit import (
     Pass,
+    clear_pauses,
     ensure_replica_set,
     iso,
     parse_time,
@@ -36,14 +37,13 @@ def plan_aborted(
 ) -> None:
     obs, st = p.obs, p.status
     p.aborted = True
-    if not st.get("abortedAt"):
-        st["abortedAt"] = iso(obs.now)
+    if not st.aborted_at:
+        st.aborted_at = iso(obs.now)
         p.event(
             "RolloutAborted", f"aborted revision {current_hash}: all traffic back to stable", warning=True
         )
-    st["abortedRevision"] = current_hash
-    st["pauseConditions"] = []
-    st["controllerPause"] = False
+    st.aborted_revision = current_hash
+    clear_pauses(st)
     stable = ensure_replica_set(p, stable_hash, template_of(obs, stable_hash, template), replicas)
     point_service(p, canary.stable_service, stable_hash)
     # All traffic back to stable at once (stable keeps full scale unless dynamicStableScale).
@@ -51,7 +51,7 @@ def plan_aborted(
         in_place = set_traffic(p, canary, 0, stable_hash, current_hash)
     else:
         in_place = False
-    why = st.get("abortMessage") or "aborted by request"
+    why = st.abort_message or "aborted by request"
     p.message = f"rollout aborted ({why}): all traffic on the stable version"
     # The canary Service goes back to the stable pods too (Argo Rollouts' reconcileStableAndCanaryService
     # on abort), so nothing that reads it directly reaches the aborted revision.
@@ -62,7 +62,7 @@ def plan_aborted(
     if delay is None and canary_rs is not None and canary_rs.replicas > 0:
         p.message += "; canary pods kept (abortScaleDownDelaySeconds: 0)"
     elif canary_rs is not None and canary_rs.replicas > 0 and in_place and delay is not None:
-        aborted_at = parse_time(st.get("abortedAt")) or obs.now
+        aborted_at = parse_time(st.aborted_at) or obs.now
         due = aborted_at + timedelta(seconds=delay)
         remaining = (due - obs.now).total_seconds()
         if remaining <= 0:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from tidegate.api.rollout import RolloutAnalysis
+from tidegate.api.rollout import RolloutAnalysis, RolloutAnalysisRunStatus
 from tidegate.core.model import AnalysisRunInfo, CreateAnalysisRun, TerminateAnalysisRun
-from tidegate.core.toolkit import iso
+from tidegate.core.toolkit import add_pause, iso, paused_for
 
 if TYPE_CHECKING:
     from tidegate.core.toolkit import Pass
@@ -23,7 +23,7 @@ FINISHED = {"Successful", "Failed", "Error", "Inconclusive"}
 
 def run_name(p: Pass, pod_hash: str, tag: str) -> str:
     rollout = p.obs.rollout.metadata.name or "rollout"
-    round_ = int(p.status.get("analysisRound") or 0)
+    round_ = p.status.analysis_round
     return f"{rollout}-{pod_hash}-{tag}-{round_}"[:253]
 
 
@@ -51,13 +51,10 @@ def ensure(
     return "running", run, name
 
 
-def run_status(run: AnalysisRunInfo | None, name: str) -> dict[str, str]:
+def run_status(run: AnalysisRunInfo | None, name: str) -> RolloutAnalysisRunStatus:
     if run is None:
-        return {"name": name, "status": "Pending"}
-    out = {"name": run.name, "status": run.phase}
-    if run.message:
-        out["message"] = run.message
-    return out
+        return RolloutAnalysisRunStatus(name=name, status="Pending")
+    return RolloutAnalysisRunStatus(name=run.name, status=run.phase, message=run.message or None)
 
 
 def terminate_unwanted(p: Pass) -> None:
@@ -74,21 +71,16 @@ def fail_message(run: AnalysisRunInfo) -> str:
 def inconclusive_pause(p: Pass, where: str) -> bool:
     """Pause for a person on an Inconclusive run; True once they promoted."""
     st = p.status
-    held = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "InconclusiveAnalysisRun"]
-    if held:
+    if paused_for(st, "InconclusiveAnalysisRun"):
         p.paused = True
         p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
         return False
-    if st.get("controllerPause") and st.get("inconclusivePaused"):
-        st["controllerPause"] = False
-        st.pop("inconclusivePaused", None)
+    if st.controller_pause and st.inconclusive_paused:
+        st.controller_pause = False
+        st.inconclusive_paused = None
         return True
-    st["pauseConditions"] = [
-        *(st.get("pauseConditions") or []),
-        {"reason": "InconclusiveAnalysisRun", "startTime": iso(p.obs.now)},
-    ]
-    st["controllerPause"] = True
-    st["inconclusivePaused"] = True
+    add_pause(st, "InconclusiveAnalysisRun", iso(p.obs.now))
+    st.inconclusive_paused = True
     p.paused = True
     p.message = f"{where}: analysis inconclusive; paused until promoted (`tidegate promote`)"
     p.event("RolloutPaused", p.message)
@@ -97,9 +89,9 @@ def inconclusive_pause(p: Pass, where: str) -> bool:
 
 def abort_for(p: Pass, run: AnalysisRunInfo | None, name: str) -> None:
     st = p.status
-    st["abort"] = True
+    st.abort = True
     text = fail_message(run) if run is not None else f"analysis run {name} failed"
-    st["abortMessage"] = text
+    st.abort_message = text
     p.message = text
     p.event("AnalysisRunFailed", f"{text}; aborting", warning=True)
     p.wake_in(0.05)

@@ -9,11 +9,14 @@ from tidegate.core import analysis
 from tidegate.core.durations import format_duration
 from tidegate.core.toolkit import (
     Pass,
+    add_pause,
+    clear_pauses,
     detect_retry,
     ensure_replica_set,
     iso,
     iso_ceil,
     parse_time,
+    paused_for,
     point_service,
     promote_past_abort,
     retire_others,
@@ -28,27 +31,25 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
     bg = obs.rollout.spec.strategy.blue_green
     assert bg is not None
     replicas = obs.rollout.spec.desired_replicas
-    status_bg: dict[str, Any] = dict(st.get("blueGreen") or {})
-    st["blueGreen"] = status_bg
+    status_bg = st.blue_green
 
     if obs.rollout.status.current_pod_hash != current_hash:
         # A new revision (or the first): start over; a preview in flight is replaced.
-        st["pauseConditions"] = []
-        st["controllerPause"] = False
-        st["promoteFull"] = False
-        st["stepStartedAt"] = None
-        status_bg["promoting"] = False
+        clear_pauses(st)
+        st.promote_full = False
+        st.step_started_at = None
+        status_bg.promoting = False
         if obs.rollout.status.current_pod_hash is not None:
-            st["abort"] = False
-            st.pop("abortedAt", None)
-            st.pop("abortMessage", None)
+            st.abort = False
+            st.aborted_at = None
+            st.abort_message = None
             p.event("NewRevision", f"new revision {current_hash}")
 
     detect_retry(p, current_hash)
-    active_hash = st.get("stableRS")
+    active_hash = st.stable_rs
     if active_hash is None or rs_by_hash(obs, active_hash) is None:
         active_hash = current_hash  # first deploy: straight to active, no preview phase
-        st["stableRS"] = current_hash
+        st.stable_rs = current_hash
 
     def retire(keep: set[str], delay: float) -> None:
 
@@ -56,20 +57,19 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
 
     if active_hash == current_hash:
         rs = ensure_replica_set(p, current_hash, template, replicas)
-        st["pauseConditions"] = []
-        st["controllerPause"] = False
-        st["abort"] = False
-        st.pop("abortedAt", None)
+        clear_pauses(st)
+        st.abort = False
+        st.aborted_at = None
         available = rs.available if rs else 0
         if available < replicas and (available == 0 or _other_active(p, current_hash)):
             p.message = f"waiting for {available}/{replicas} pods available"
             return
         switched = point_service(p, bg.active_service, current_hash)
         switched = point_service(p, bg.preview_service, current_hash) and switched
-        status_bg["activeSelector"] = current_hash
-        status_bg["previewSelector"] = current_hash if bg.preview_service else None
+        status_bg.active_selector = current_hash
+        status_bg.preview_selector = current_hash if bg.preview_service else None
         if switched:
-            started = parse_time(status_bg.get("scaleDownDelayStartTime")) or obs.now
+            started = parse_time(status_bg.scale_down_delay_start_time) or obs.now
             delay = bg.scale_down_delay_seconds - (obs.now - started).total_seconds()
             retire({current_hash}, max(delay, 0.0))
             if delay > 0 and any(r.replicas > 0 for r in obs.replica_sets if r.pod_hash != current_hash):
@@ -86,31 +86,30 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
 
     stable = ensure_replica_set(p, active_hash, _template(p, active_hash, template), replicas)
     promote_past_abort(p, current_hash)
-    if st.get("abort") or not status_bg.get("promoting"):
+    if st.abort or not status_bg.promoting:
         # Until the switch (and after an abort) the active Service stays on the stable version.
         point_service(p, bg.active_service, active_hash)
-        status_bg["activeSelector"] = active_hash
+        status_bg.active_selector = active_hash
 
-    if st.get("abort"):
+    if st.abort:
         p.aborted = True
-        if not st.get("abortedAt"):
-            st["abortedAt"] = iso(obs.now)
+        if not st.aborted_at:
+            st.aborted_at = iso(obs.now)
             p.event("RolloutAborted", f"aborted revision {current_hash}: active stays on {active_hash}", True)
-        st["pauseConditions"] = []
-        st["controllerPause"] = False
-        st["abortedRevision"] = current_hash
-        status_bg["promoting"] = False
-        why = st.get("abortMessage") or "aborted by request"
+        clear_pauses(st)
+        st.aborted_revision = current_hash
+        status_bg.promoting = False
+        why = st.abort_message or "aborted by request"
         p.message = f"rollout aborted ({why}): the active Service stays on the stable version"
         preview = rs_by_hash(obs, current_hash)
         if bg.preview_service:
             point_service(p, bg.preview_service, active_hash)
-            status_bg["previewSelector"] = active_hash
+            status_bg.preview_selector = active_hash
         if preview is not None and preview.replicas > 0 and bg.abort_scale_down_delay_seconds == 0:
             # Argo Rollouts' GetAbortScaleDownDelaySecondsOrDefault: an explicit 0 means never.
             p.message += "; preview pods kept (abortScaleDownDelaySeconds: 0)"
         elif preview is not None and preview.replicas > 0:
-            aborted_at = parse_time(st.get("abortedAt")) or obs.now
+            aborted_at = parse_time(st.aborted_at) or obs.now
             remaining = (
                 aborted_at + timedelta(seconds=bg.abort_scale_down_delay_seconds) - obs.now
             ).total_seconds()
@@ -125,9 +124,7 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
         return
 
     promoting = (
-        bool(st.get("promoteFull"))
-        or status_bg.get("promoting") is True
-        or rollback_within_window(p, current_hash, active_hash)
+        st.promote_full or status_bg.promoting is True or rollback_within_window(p, current_hash, active_hash)
     )
     preview_count = replicas if promoting else (bg.preview_replica_count or replicas)
     preview = ensure_replica_set(p, current_hash, template, preview_count)
@@ -148,9 +145,9 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
         if bg.preview_service and not point_service(p, bg.preview_service, current_hash):
             p.message = f"pointing {bg.preview_service} at the preview"
             return
-        status_bg["previewSelector"] = current_hash
-        if not st.get("stepStartedAt"):
-            st["stepStartedAt"] = iso_ceil(obs.now)
+        status_bg.preview_selector = current_hash
+        if not st.step_started_at:
+            st.step_started_at = iso_ceil(obs.now)
         if bg.pre_promotion_analysis is not None and not _analysis_passed(
             p, bg.pre_promotion_analysis, "pre", active_hash, current_hash, "preview ready"
         ):
@@ -160,13 +157,13 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
                 p.message = "preview ready; paused until promoted (`tidegate promote`)"
                 return
         elif bg.auto_promotion_seconds:
-            since = parse_time(st.get("stepStartedAt")) or obs.now
+            since = parse_time(st.step_started_at) or obs.now
             left = bg.auto_promotion_seconds - (obs.now - since).total_seconds()
             if left > 0:
                 p.message = f"preview ready; promoting automatically in {format_duration(left)}"
                 p.wake_in(left)
                 return
-        status_bg["promoting"] = True
+        status_bg.promoting = True
         p.event("RolloutPromoting", f"promoting revision {current_hash}")
         p.wake_in(0.05)
         p.message = "promoting: scaling the new version to full size"
@@ -179,7 +176,7 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
     if bg.preview_service:
         point_service(p, bg.preview_service, current_hash)
     switched_now = not point_service(p, bg.active_service, current_hash)
-    status_bg["activeSelector"] = current_hash
+    status_bg.active_selector = current_hash
     if switched_now:
         p.message = "switched the active Service"
         if bg.post_promotion_analysis is not None:
@@ -194,11 +191,11 @@ def plan_blue_green(p: Pass, current_hash: str, template: dict[str, Any]) -> Non
         "switched",
     ):
         return
-    st["stableRS"] = current_hash
-    status_bg["promoting"] = False
-    st["promoteFull"] = False
-    status_bg["activeSelector"] = current_hash
-    status_bg["scaleDownDelayStartTime"] = iso_ceil(obs.now)
+    st.stable_rs = current_hash
+    status_bg.promoting = False
+    st.promote_full = False
+    status_bg.active_selector = current_hash
+    status_bg.scale_down_delay_start_time = iso_ceil(obs.now)
     p.event("RolloutPromoted", f"active Service {bg.active_service} switched to {current_hash}")
     p.message = "switched the active Service"
     p.wake_in(0.05)
@@ -212,7 +209,10 @@ def _analysis_passed(
     outcome, run, name = analysis.ensure(
         p, spec, kind=where, tag=where, stable_hash=stable_hash, latest_hash=latest_hash
     )
-    p.status["blueGreen"][f"{where}PromotionAnalysisRunStatus"] = analysis.run_status(run, name)
+    if where == "pre":
+        p.status.blue_green.pre_promotion_analysis_run_status = analysis.run_status(run, name)
+    else:
+        p.status.blue_green.post_promotion_analysis_run_status = analysis.run_status(run, name)
     if outcome == "failed":
         analysis.abort_for(p, run, name)
         return False
@@ -240,17 +240,12 @@ def _pause_for_person(p: Pass, auto: bool) -> bool:
     st = p.status
     if auto:
         return True
-    held = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "BlueGreenPause"]
-    if held:
+    if paused_for(st, "BlueGreenPause"):
         p.paused = True
         return False
-    if st.get("controllerPause"):
+    if st.controller_pause:
         return True  # we had paused and the condition is gone: promoted
-    st["pauseConditions"] = [
-        *(st.get("pauseConditions") or []),
-        {"reason": "BlueGreenPause", "startTime": iso_ceil(p.obs.now)},
-    ]
-    st["controllerPause"] = True
+    add_pause(st, "BlueGreenPause", iso_ceil(p.obs.now))
     p.paused = True
     p.event("RolloutPaused", "blue-green preview: paused until promoted")
     return False

@@ -28,7 +28,7 @@ def trim_history(p: Pass) -> None:
     """Keep revisionHistoryLimit old ReplicaSets (scaled to 0) for undo; delete older ones."""
     if p.invalid or not p.complete:
         return
-    keep = {p.status.get("stableRS"), p.status.get("currentPodHash")}
+    keep = {p.status.stable_rs, p.status.current_pod_hash}
     old = [
         rs
         for rs in p.obs.replica_sets
@@ -61,10 +61,10 @@ def restart(p: Pass) -> None:
         p.wake_in(min((at - p.obs.now).total_seconds(), RESTART_RECHECK_SECONDS))
         return
     if not p.obs.pods_to_restart:
-        p.status["restartedAt"] = r.spec.restart_at
+        p.status.restarted_at = r.spec.restart_at
         p.event("RestartCompleted", f"every pod created before {r.spec.restart_at} was replaced")
         return
-    current = rs_by_hash(p.obs, p.status.get("currentPodHash"))
+    current = rs_by_hash(p.obs, p.status.current_pod_hash)
     replicas = r.spec.desired_replicas
     left = len(p.obs.pods_to_restart)
     if left >= sum(rs.status_replicas for rs in p.obs.replica_sets):
@@ -93,7 +93,7 @@ def scale_workload(p: Pass) -> None:
     workload = p.obs.workload
     if ref is None or workload is None or not workload.exists or p.invalid or ref.scale_down == "never":
         return
-    current = rs_by_hash(p.obs, p.status.get("currentPodHash"))
+    current = rs_by_hash(p.obs, p.status.current_pod_hash)
     if current is None or current.revision != 1:
         return
     if p.complete:
@@ -143,20 +143,20 @@ def role_metadata(p: Pass) -> tuple[dict[str, PodMetadata | None], set[str], set
     Canary: the stable pods get stableMetadata, the canary's canaryMetadata; blue-green: the
     active pods activeMetadata, the preview's previewMetadata (Argo Rollouts' semantics)."""
     st, strategy = p.status, p.obs.rollout.spec.strategy
-    current = st.get("currentPodHash")
+    current = st.current_pod_hash
     roles: dict[str, PodMetadata | None] = {}
     metas: list[PodMetadata | None] = []
     if strategy.canary is not None:
         c = strategy.canary
         metas = [c.stable_metadata, c.canary_metadata]
-        if st.get("stableRS"):
-            roles[st["stableRS"]] = c.stable_metadata
-        if current and current != st.get("stableRS"):
+        if st.stable_rs:
+            roles[st.stable_rs] = c.stable_metadata
+        if current and current != st.stable_rs:
             roles[current] = c.canary_metadata
     elif strategy.blue_green is not None:
         bg = strategy.blue_green
         metas = [bg.active_metadata, bg.preview_metadata]
-        active = (st.get("blueGreen") or {}).get("activeSelector") or st.get("stableRS")
+        active = st.blue_green.active_selector or st.stable_rs
         if active:
             roles[active] = bg.active_metadata
         if current and current != active:

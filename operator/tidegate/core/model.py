@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from tidegate.api.rollout import Rollout
+from tidegate.api.rollout import Rollout, RolloutStatus
 from tidegate.core.names import REVISION_ANNOTATION as REVISION_ANNOTATION  # re-exported
 from tidegate.core.names import ROLLOUT_LABEL as ROLLOUT_LABEL
 
@@ -278,8 +278,8 @@ AnyAction = Action | Event | ReplacePod | SetPodMetadata | CreateAnalysisRun | T
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[AnyAction, ...]
-    status: dict[str, Any]
-    """The whole new status (wire form). execute() patches only what differs."""
+    status: RolloutStatus
+    """The whole new status. execute() patches only what differs from the stored one."""
     requeue_after: float | None = None
     """Seconds until the next pass is needed without any event (a pause ending)."""
 

@@ -8,9 +8,12 @@ from tidegate.api.rollout import CanaryStep
 from tidegate.core.durations import DurationError, format_duration, parse_duration
 from tidegate.core.toolkit import (
     Pass,
+    add_pause,
+    drop_pause,
     iso,
     iso_ceil,
     parse_time,
+    paused_for,
     step_complete,
 )
 
@@ -18,19 +21,17 @@ from tidegate.core.toolkit import (
 def plan_pause(p: Pass, step: CanaryStep, index: int, n: int) -> None:
     st = p.status
     assert step.pause is not None
-    conditions_now = [c for c in st.get("pauseConditions") or [] if c.get("reason") == "CanaryPauseStep"]
-    if not conditions_now:
-        if st.get("controllerPause"):
+    held = paused_for(st, "CanaryPauseStep")
+    if held:
+        started_at = held[0].start_time
+    else:
+        if st.controller_pause:
             # The pause condition is gone while we had set it: somebody promoted.
-            st["controllerPause"] = False
+            st.controller_pause = False
             step_complete(p, index, n, f"step {index + 1}/{n} promoted")
             return
-        st["pauseConditions"] = [
-            *(st.get("pauseConditions") or []),
-            {"reason": "CanaryPauseStep", "startTime": iso_ceil(p.obs.now)},
-        ]
-        st["controllerPause"] = True
-        conditions_now = [{"startTime": iso_ceil(p.obs.now)}]
+        started_at = iso_ceil(p.obs.now)
+        add_pause(st, "CanaryPauseStep", started_at)
         p.event("RolloutPaused", f"paused at step {index + 1}/{n}")
     p.paused = True
     if step.pause.duration is None:
@@ -40,7 +41,7 @@ def plan_pause(p: Pass, step: CanaryStep, index: int, n: int) -> None:
         seconds = parse_duration(step.pause.duration)
     except DurationError:
         seconds = 0.0
-    started = parse_time(conditions_now[0].get("startTime")) or p.obs.now
+    started = parse_time(started_at) or p.obs.now
     remaining = (started + timedelta(seconds=seconds) - p.obs.now).total_seconds()
     if remaining > 0:
         until = iso(started + timedelta(seconds=seconds))
@@ -48,9 +49,6 @@ def plan_pause(p: Pass, step: CanaryStep, index: int, n: int) -> None:
         p.wake_in(remaining)
         return
     p.paused = False
-    st["pauseConditions"] = [
-        c for c in st.get("pauseConditions") or [] if c.get("reason") != "CanaryPauseStep"
-    ]
-    st["controllerPause"] = False
+    drop_pause(st, "CanaryPauseStep")
     p.event("RolloutResumed", f"pause of step {index + 1}/{n} ended")
     step_complete(p, index, n, f"step {index + 1}/{n} pause ended")

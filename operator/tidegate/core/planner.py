@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tidegate.api.rollout import CanaryStrategy
+from tidegate.api.rollout import CanaryStrategy, NotificationsStatus, RolloutStatus
 from tidegate.core import analysis, notifications
 from tidegate.core.abort import plan_aborted
 from tidegate.core.bluegreen import plan_blue_green
 from tidegate.core.hashing import HASH_LABEL, pod_template_hash
 from tidegate.core.housekeeping import restart, scale_workload, sync_pod_metadata, trim_history
 from tidegate.core.model import (
-    ANALYSIS_BLOCKED,
     Event,
     ObservedState,
     Plan,
@@ -35,6 +34,7 @@ from tidegate.core.toolkit import (
     Pass,
     canary_replicas_for_weight,
     detect_retry,
+    forget_abort,
     iso,
     iso_ceil,
     missing_objects,
@@ -44,6 +44,8 @@ from tidegate.core.toolkit import (
     rollback_within_window,
     rs_by_hash,
     selector_string,
+    start_steps,
+    steps_done,
 )
 from tidegate.core.traffic import (
     basic_canary_counts,
@@ -65,22 +67,23 @@ _weight_at = weight_at
 
 def plan(obs: ObservedState) -> Plan:
     r = obs.rollout
-    old = r.status.wire()
-    status: dict[str, Any] = {k: v for k, v in old.items() if k not in ("conditions",)}
+    old = r.status
+    # The pass plans on a copy; conditions are made anew by finish_status from the old ones.
+    status = old.model_copy(deep=True, update={"conditions": []})
     p = Pass(obs=obs, status=status)
     template = obs.template
     if template is None:  # a workloadRef whose Deployment is not there (yet)
         ref = r.spec.workload_ref.name if r.spec.workload_ref else ""
         p.invalid = f"Deployment {ref} (spec.workloadRef) not found"
         p.message = f"{p.invalid}; waiting for it (the running version keeps serving)"
-        status["observedGeneration"] = r.metadata.generation
+        status.observed_generation = r.metadata.generation
         finish_status(p, old)
         record_notifications(p, old)
         return Plan(actions=tuple(p.actions), status=p.status, requeue_after=p.requeue)
     current_hash = pod_template_hash(template)
-    status["currentPodHash"] = current_hash
-    status["observedGeneration"] = r.metadata.generation
-    status["selector"] = selector_string(r)
+    status.current_pod_hash = current_hash
+    status.observed_generation = r.metadata.generation
+    status.selector = selector_string(r)
 
     problems = spec_problems(r) + workload_problems(r, template)
     if (obs.router.refused or obs.router.invalid) and obs.router.problem:
@@ -111,22 +114,25 @@ def plan(obs: ObservedState) -> Plan:
     return Plan(actions=tuple(p.actions), status=p.status, requeue_after=p.requeue)
 
 
-def record_notifications(p: Pass, old: dict[str, Any]) -> None:
+def record_notifications(p: Pass, old: RolloutStatus) -> None:
     """The pass's transitions go into the notification outbox of the status it writes."""
     r = p.obs.rollout
+    if old.notifications is None and not notifications.subscriptions(r.metadata.annotations):
+        return  # no subscribers, no outbox
     canary = r.spec.strategy.canary
     events = [a for a in p.actions if isinstance(a, Event)]
+    # The outbox is reckoned on the status as written (the notifier reads that form back).
     outbox, dropped = notifications.outbox(
         r.metadata.annotations,
         events,
-        old,
-        p.status,
+        old.wire(),
+        p.status.wire(),
         p.obs.notified,
         iso(p.obs.now),
         steps=len(canary.steps) if canary is not None else 0,
     )
     if outbox is not None:
-        p.status["notifications"] = outbox
+        p.status.notifications = NotificationsStatus.model_validate(outbox)
     if dropped:
         p.event(
             "NotificationsDropped",
@@ -137,27 +143,19 @@ def record_notifications(p: Pass, old: dict[str, Any]) -> None:
 
 def _reset_for_revision(p: Pass, current_hash: str, steps_hash: str) -> None:
     st = p.status
-    new_revision = (
-        st.get("currentStepHash") is not None and p.obs.rollout.status.current_pod_hash != current_hash
-    )
-    if p.obs.rollout.status.current_pod_hash == current_hash and st.get("currentStepHash") == steps_hash:
+    seen_hash = p.obs.rollout.status.current_pod_hash
+    new_revision = st.current_step_hash is not None and seen_hash != current_hash
+    if seen_hash == current_hash and st.current_step_hash == steps_hash:
         return
     if new_revision:
         p.event("NewRevision", f"new revision {current_hash}: starting the steps from the beginning")
-    st["currentStepIndex"] = 0
-    st["currentStepHash"] = steps_hash
-    st["pauseConditions"] = []
-    st["controllerPause"] = False
-    st["promoteFull"] = False
-    st.pop("skipStep", None)
-    st.pop(ANALYSIS_BLOCKED, None)
-    st["stepStartedAt"] = iso(p.obs.now)
-    st["progressAt"] = iso(p.obs.now)
-    if p.obs.rollout.status.current_pod_hash != current_hash:
-        st["abort"] = False
-        st.pop("abortedAt", None)
-        st.pop("abortedRevision", None)
-        st.pop("abortMessage", None)
+    start_steps(p)
+    st.current_step_hash = steps_hash
+    st.skip_step = None
+    st.analysis_blocked = None
+    if seen_hash != current_hash:
+        st.abort = False
+        forget_abort(st)
 
 
 def _plan_canary(p: Pass, canary: CanaryStrategy, current_hash: str, template: dict[str, Any]) -> None:
@@ -167,19 +165,19 @@ def _plan_canary(p: Pass, canary: CanaryStrategy, current_hash: str, template: d
     _reset_for_revision(p, current_hash, steps_hash(steps))
     detect_retry(p, current_hash)
 
-    stable_hash = st.get("stableRS")
+    stable_hash = st.stable_rs
     if stable_hash is None or rs_by_hash(obs, stable_hash) is None:
         # First deploy (or the stable ReplicaSet is gone): no steps, straight to stable.
         stable_hash = current_hash
-        st["stableRS"] = current_hash
-        st["currentStepIndex"] = len(steps)
+        st.stable_rs = current_hash
+        steps_done(p, len(steps))
 
     if stable_hash == current_hash:
         plan_steady(p, canary, current_hash, template, replicas)
         return
 
     promote_past_abort(p, current_hash)
-    if st.get("abort"):
+    if st.abort:
         plan_aborted(p, canary, current_hash, stable_hash, template, replicas)
         return
 
@@ -187,10 +185,10 @@ def _plan_canary(p: Pass, canary: CanaryStrategy, current_hash: str, template: d
         p.paused = True
         p.message = "paused by spec.paused; `tidegate resume` (or promote) continues"
 
-    index = int(st.get("currentStepIndex") or 0)
-    if p.paused and (st.get("promoteFull") or index >= len(steps)):
+    index = st.current_step_index or 0
+    if p.paused and (st.promote_full or index >= len(steps)):
         return  # spec.paused holds the final promotion too
-    if st.get("promoteFull") or index >= len(steps) or rollback_within_window(p, current_hash, stable_hash):
+    if st.promote_full or index >= len(steps) or rollback_within_window(p, current_hash, stable_hash):
         plan_promote(p, canary, current_hash, stable_hash, template, replicas)
         return
     plan_step(p, canary, steps, index, current_hash, stable_hash, template, replicas)

@@ -11,6 +11,7 @@ from tidegate.core.toolkit import (
     ensure_replica_set,
     point_service,
     rs_by_hash,
+    steps_done,
     template_of,
 )
 from tidegate.core.traffic import (
@@ -50,7 +51,7 @@ def plan_promote(
         ensure_replica_set(p, stable_hash, template_of(p.obs, stable_hash, template), stable_target)
     canary_rs = ensure_replica_set(p, current_hash, template, canary_target)
     available = canary_rs.available if canary_rs else 0
-    st["currentStepIndex"] = n
+    steps_done(p, n)
     if available < replicas:
         p.message = f"promoting: waiting for {available}/{replicas} new pods available"
         return
@@ -63,8 +64,8 @@ def plan_promote(
     if not set_traffic(p, canary, max_weight(canary), stable_hash, current_hash):
         p.message = "promoting: moving all traffic to the new version"
         return
-    st["stableRS"] = current_hash
-    st["promoteFull"] = False
+    st.stable_rs = current_hash
+    st.promote_full = False
     p.event("RolloutPromoted", f"revision {current_hash} is now stable")
     p.message = "promoted; retiring the previous version"
     p.wake_in(0.05)

@@ -33,6 +33,7 @@ from tidegate.api.rollout import (
     CanaryStrategy,
     Rollout,
     RolloutAnalysis,
+    RolloutStatus,
 )
 from tidegate.core.args import ArgumentError, render_query
 from tidegate.core.durations import DurationError, format_duration, parse_duration
@@ -335,7 +336,7 @@ class _BasicCanary:
             now=_EPOCH,
         )
         return _basic_canary_counts(
-            _Pass(obs=obs, status={}), self.canary, weight, "canary", "stable", self.replicas
+            _Pass(obs=obs, status=RolloutStatus()), self.canary, weight, "canary", "stable", self.replicas
         )
 
     def move_to(self, weight: int, scale: int | None) -> int:

@@ -7,11 +7,13 @@ from typing import Any
 from tidegate.api.rollout import CanaryStrategy
 from tidegate.core.toolkit import (
     Pass,
+    clear_pauses,
     ensure_replica_set,
     other_capacity,
     point_service,
     retire_others,
     service_hashes,
+    steps_done,
 )
 from tidegate.core.traffic import (
     set_traffic,
@@ -24,13 +26,12 @@ def plan_steady(
     """Everything on one version: full scale, both Services and all traffic on it, the rest retired."""
     st = p.status
     rs = ensure_replica_set(p, current_hash, template, replicas)
-    st["currentStepIndex"] = len(canary.steps)
-    st["pauseConditions"] = []
-    st["controllerPause"] = False
-    st["promoteFull"] = False
-    st["abort"] = False
-    st.pop("abortedAt", None)
-    st.pop("skipStep", None)
+    steps_done(p, len(canary.steps))
+    clear_pauses(st)
+    st.promote_full = False
+    st.abort = False
+    st.aborted_at = None
+    st.skip_step = None
     if rs is None or rs.available < min(replicas, 1):
         p.message = f"waiting for {rs.available if rs else 0}/{replicas} pods available"
         return

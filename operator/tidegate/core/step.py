@@ -6,11 +6,11 @@ from typing import Any
 
 from tidegate.api.rollout import CanaryStep, CanaryStrategy
 from tidegate.core import analysis
-from tidegate.core.model import ANALYSIS_BLOCKED
 from tidegate.core.pause import plan_pause
 from tidegate.core.toolkit import (
     Pass,
     canary_endpoints_short,
+    drop_pause,
     ensure_replica_set,
     point_service,
     retire_others,
@@ -44,7 +44,7 @@ def plan_step(
     step = steps[index]
     want = desired_traffic(p, canary, steps, index, current_hash, stable_hash, replicas)
     weight, headers, mirrors = want.weight, want.headers, want.mirrors
-    blocked = st.get(ANALYSIS_BLOCKED)
+    blocked = st.analysis_blocked
     if blocked:
         # An analysis that cannot run (its template is missing) gives the canary no traffic
         # until it can; the run is tried again every pass, and the steps go on by themselves.
@@ -66,7 +66,7 @@ def plan_step(
         outcome, run, name = analysis.ensure(
             p, canary.analysis, kind="background", tag="bg", stable_hash=stable_hash, latest_hash=current_hash
         )
-        st.setdefault("canary", {})["currentBackgroundAnalysisRunStatus"] = analysis.run_status(run, name)
+        st.canary.current_background_analysis_run_status = analysis.run_status(run, name)
         if p.paused:
             return
         if outcome == "failed":
@@ -74,7 +74,7 @@ def plan_step(
             return
         if outcome == "inconclusive":
             if analysis.inconclusive_pause(p, step_text):
-                st["analysisRound"] = int(st.get("analysisRound") or 0) + 1  # a fresh background run
+                st.analysis_round += 1  # a fresh background run
                 p.wake_in(0.05)
             return
     if p.paused:
@@ -137,7 +137,7 @@ def plan_step(
         outcome, run, name = analysis.ensure(
             p, step.analysis, kind="step", tag=f"s{index}", stable_hash=stable_hash, latest_hash=current_hash
         )
-        st.setdefault("canary", {})["currentStepAnalysisRunStatus"] = analysis.run_status(run, name)
+        st.canary.current_step_analysis_run_status = analysis.run_status(run, name)
         if outcome == "successful":
             step_complete(p, index, n, f"{step_text} analysis {name} successful")
         elif outcome == "failed":
@@ -159,12 +159,9 @@ def _skip_requested(p: Pass, index: int, n: int, step_text: str) -> bool:
     write (the rollout has moved past N) changes nothing.
     """
     st = p.status
-    wanted = st.pop("skipStep", None)
+    wanted, st.skip_step = st.skip_step, None
     if wanted is None or wanted != index:
         return False
-    st["pauseConditions"] = [
-        c for c in st.get("pauseConditions") or [] if c.get("reason") != "CanaryPauseStep"
-    ]
-    st["controllerPause"] = False
+    drop_pause(st, "CanaryPauseStep")
     step_complete(p, index, n, f"{step_text} skipped")
     return True

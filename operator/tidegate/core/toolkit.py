@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tidegate.api.rollout import CanaryStrategy, Rollout
+from tidegate.api.rollout import (
+    CanaryStrategy,
+    PauseCondition,
+    PauseReason,
+    Rollout,
+    RolloutStatus,
+)
 from tidegate.core.hashing import HASH_LABEL
 from tidegate.core.model import (
-    ANALYSIS_BLOCKED,
     AnyAction,
     CreateReplicaSet,
     Event,
@@ -76,7 +81,8 @@ class Pass:
     """Scratch state of one pass: what the planner has decided so far."""
 
     obs: ObservedState
-    status: dict[str, Any]
+    status: RolloutStatus
+    """The status being planned: a copy of the observed one, which the pass changes."""
     actions: list[AnyAction] = field(default_factory=list)
     requeue: float | None = None
     message: str = ""
@@ -107,7 +113,7 @@ def with_role_metadata(p: Pass, pod_hash: str, template: dict[str, Any]) -> dict
     """A new ReplicaSet's template with the ephemeral metadata of the role it starts in:
     the canary's (or preview's), or the stable's (or active's) for the first revision."""
     strategy = p.obs.rollout.spec.strategy
-    first = p.status.get("stableRS") in (None, pod_hash)
+    first = p.status.stable_rs in (None, pod_hash)
     if strategy.canary is not None:
         meta = strategy.canary.stable_metadata if first else strategy.canary.canary_metadata
     elif strategy.blue_green is not None:
@@ -130,7 +136,7 @@ def with_anti_affinity(p: Pass, pod_hash: str, template: dict[str, Any]) -> dict
     strategy = p.obs.rollout.spec.strategy
     anti = strategy.canary.anti_affinity if strategy.canary is not None else None
     anti = anti or (strategy.blue_green.anti_affinity if strategy.blue_green is not None else None)
-    stable = p.status.get("stableRS")
+    stable = p.status.stable_rs
     if anti is None or not stable or stable == pod_hash:
         return template
     term: dict[str, Any] = {
@@ -295,27 +301,17 @@ def detect_retry(p: Pass, current_hash: str) -> None:
     step 1, no pause, a fresh round of analysis runs, the progress clock from now.
     """
     st = p.status
-    if st.get("abort") or st.get("abortedRevision") != current_hash:
+    if st.abort or st.aborted_revision != current_hash:
         return
-    st["analysisRound"] = int(st.get("analysisRound") or 0) + 1
-    for key in (
-        "abortedRevision",
-        "abortedAt",
-        "abortMessage",
-        "skipStep",
-        "inconclusivePaused",
-        ANALYSIS_BLOCKED,
-    ):
-        st.pop(key, None)
-    st["currentStepIndex"] = 0
-    st["pauseConditions"] = []
-    st["controllerPause"] = False
-    st["promoteFull"] = False
-    st["stepStartedAt"] = iso(p.obs.now)
-    st["progressAt"] = iso(p.obs.now)
+    st.analysis_round += 1
+    forget_abort(st)
+    st.skip_step = None
+    st.inconclusive_paused = None
+    st.analysis_blocked = None
+    start_steps(p)
     if p.obs.rollout.spec.strategy.blue_green is not None:
-        st["stepStartedAt"] = None  # the auto-promotion wait starts over
-        st["blueGreen"] = {**(st.get("blueGreen") or {}), "promoting": False}
+        st.step_started_at = None  # the auto-promotion wait starts over
+        st.blue_green.promoting = False
     p.event("RolloutRetried", f"retrying revision {current_hash} from the first step")
 
 
@@ -343,27 +339,74 @@ def promote_past_abort(p: Pass, current_hash: str) -> None:
     Rollouts' controller does (rolloutContext: PromoteFull clears the pause conditions and
     removes the abort)."""
     st = p.status
-    if not (st.get("abort") and st.get("promoteFull")):
+    if not (st.abort and st.promote_full):
         return
-    st["abort"] = False
-    for key in ("abortedAt", "abortedRevision", "abortMessage", "skipStep", "inconclusivePaused"):
-        st.pop(key, None)
-    st["pauseConditions"] = []
-    st["controllerPause"] = False
-    st["progressAt"] = iso(p.obs.now)
+    st.abort = False
+    forget_abort(st)
+    st.skip_step = None
+    st.inconclusive_paused = None
+    clear_pauses(st)
+    st.progress_at = iso(p.obs.now)
     p.event("RolloutPromoting", f"promoting revision {current_hash} fully: its abort is lifted")
+
+
+# The step bookkeeping: only these functions write status.currentStepIndex.
+
+
+def start_steps(p: Pass) -> None:
+    """Step 1 from now: no pause, no full promotion pending, the progress clock restarted."""
+    st = p.status
+    st.current_step_index = 0
+    clear_pauses(st)
+    st.promote_full = False
+    st.step_started_at = iso(p.obs.now)
+    st.progress_at = iso(p.obs.now)
 
 
 def step_complete(p: Pass, index: int, n: int, why: str) -> None:
     st = p.status
-    st.pop(ANALYSIS_BLOCKED, None)  # whatever analysis it waited for is behind it now
-    st["currentStepIndex"] = index + 1
-    st["stepStartedAt"] = iso(p.obs.now)
+    st.analysis_blocked = None  # whatever analysis it waited for is behind it now
+    st.current_step_index = index + 1
+    st.step_started_at = iso(p.obs.now)
     p.message = why
     p.event(
         "StepCompleted", f"{why}; moving to step {index + 2}/{n}" if index + 1 < n else f"{why}; promoting"
     )
     p.wake_in(0.05)
+
+
+def steps_done(p: Pass, n: int) -> None:
+    """Every step is behind the rollout (a promotion, or one version only)."""
+    p.status.current_step_index = n
+
+
+# Pauses and aborts, as the status records them.
+
+
+def clear_pauses(st: RolloutStatus) -> None:
+    st.pause_conditions = []
+    st.controller_pause = False
+
+
+def paused_for(st: RolloutStatus, reason: PauseReason) -> list[PauseCondition]:
+    return [c for c in st.pause_conditions if c.reason == reason]
+
+
+def add_pause(st: RolloutStatus, reason: PauseReason, start: str) -> None:
+    st.pause_conditions = [*st.pause_conditions, PauseCondition(reason=reason, start_time=start)]
+    st.controller_pause = True
+
+
+def drop_pause(st: RolloutStatus, reason: PauseReason) -> None:
+    st.pause_conditions = [c for c in st.pause_conditions if c.reason != reason]
+    st.controller_pause = False
+
+
+def forget_abort(st: RolloutStatus) -> None:
+    """The record of an abort, once it no longer holds (a retry, a new revision, a promotion)."""
+    st.aborted_at = None
+    st.aborted_revision = None
+    st.abort_message = None
 
 
 def endpoint_gap(p: Pass) -> str | None:

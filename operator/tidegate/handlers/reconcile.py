@@ -137,7 +137,8 @@ async def _pass(
 
     # Events go out with the status this pass plans, so that a sink reading the Rollout (the
     # transition log's step) sees where the Rollout is after the event, not before the pass.
-    reported = {**raw, "status": plan.status}
+    planned = plan.status.wire()
+    reported = {**raw, "status": planned}
 
     async def post(event: Event) -> None:
         await emit(reported, event)
@@ -161,7 +162,7 @@ async def _pass(
         requeue = BLOCKED_REPLAN_SECONDS
     return PassResult(
         requeue,
-        plan.status,
+        planned,
         strategy,
         conflicts + router.conflicts,
         steps=steps,

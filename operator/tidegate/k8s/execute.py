@@ -133,7 +133,7 @@ async def execute(
     the cache at once (read-your-writes).
     """
     namespace = rollout.metadata.namespace or "default"
-    status = copy.deepcopy(plan.status)
+    status = plan.status.wire()  # the wire form: what the API server stores, patched by the diff
     events: list[Event] = []
     refused: str | None = None
     for action in plan.actions:
