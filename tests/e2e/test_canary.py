@@ -258,3 +258,43 @@ def test_deleting_a_rollout_mid_canary_returns_traffic_to_stable(kube: Kube) -> 
     assert kube.get_or_none("service", "web-stable") is not None, "the user's Services stay"
     wait_until(lambda: not kube.replica_sets("web"), 60, what="ReplicaSets garbage-collected")
     s.finish()
+
+
+def test_each_transition_of_a_canary_is_told_by_one_event(kube: Kube) -> None:
+    """Issue 11: one Event per transition. A canary through setWeight / pause / setWeight to
+    promotion: every Event the operator posts from the update on tells of a different
+    transition (no reason and message twice, no Event counted twice by the API server), and
+    the transitions users look for are all there."""
+    steps = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+    s = given(kube).objects(*HOST).rollout(canary(steps)).watched()
+    s.when().applied().then().phase("Healthy")
+
+    def rollout_events() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in kube.list("events")
+            if e["involvedObject"].get("kind") == "Rollout" and e["involvedObject"].get("name") == "web"
+        ]
+
+    before = {e["metadata"]["name"] for e in rollout_events()}
+    t = s.when().image("registry.example/web:2.0").then().weight(50).phase("Paused")
+    t = t.when().promoted().then().phase("Healthy", timeout=60).weight(0)
+    t.replica_sets({"registry.example/web:2.0": 4}, timeout=60)
+    wanted = {"NewRevision", "ReplicaSetCreated", "StepCompleted", "RolloutPaused", "RolloutPromoted"}
+
+    def told() -> list[dict[str, Any]] | None:
+        new = [e for e in rollout_events() if e["metadata"]["name"] not in before]
+        reasons = {e["reason"] for e in new}
+        done = any(e["reason"] == "RolloutHealthy" for e in new) and wanted <= reasons
+        return new if done else None
+
+    new = wait_until(told, 30, what=f"the update's Events, including {sorted(wanted)} and RolloutHealthy")
+    seen = [(e["reason"], e["message"]) for e in new]
+    repeated = sorted({x for x in seen if seen.count(x) > 1})
+    assert not repeated, f"a transition told twice: {repeated} (all: {seen})"
+    counted = [(e["reason"], e.get("count")) for e in new if (e.get("count") or 1) > 1]
+    assert not counted, f"Events the API server counted more than once: {counted}"
+    steps_done = [m for r, m in seen if r == "StepCompleted"]
+    assert len(steps_done) == 3, f"one StepCompleted per step, saw {steps_done}"
+    print(f"{len(new)} Events for the update and promotion: {[r for r, _ in seen]}")
+    s.finish()

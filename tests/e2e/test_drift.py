@@ -16,8 +16,8 @@ from tests.e2e.dsl import _load, given
 from tests.e2e.test_canary import HOST, canary
 from tests.kube import Kube, wait_until
 
-CORRECTED_WITHIN = 5.0
-"""Deadline of each wait. The operator's goal is 2 s; the measured times are printed."""
+CORRECTED_WITHIN = 2.0
+"""Issue 11's bound: drift is put back within 2 s of the edit (measured 0.2-0.5 s, printed)."""
 
 SUBSET = (
     "examples/canary-subset/service.yaml",
