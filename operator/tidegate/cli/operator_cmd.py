@@ -102,8 +102,13 @@ async def _run(
     metrics_port: int,
     election: dict[str, Any] | None,
     notifications_namespace: str | None = None,
+    clients: Any = None,
 ) -> int:
-    """Caches first (a standby keeps them warm), then the Lease, then kopf: only the leader writes."""
+    """Caches first (a standby keeps them warm), then the Lease, then kopf: only the leader writes.
+
+    `clients` (tidegate.k8s.client.Clients) replaces the ones loaded from the kubeconfig; the
+    tests pass clients that hold a write at a chosen point.
+    """
     import importlib
     import importlib.util
     import signal
@@ -130,7 +135,8 @@ async def _run(
     server = TelemetryServer(handlers.TELEMETRY.registry, host=metrics_host, port=metrics_port)
     if metrics_port:
         await server.start()
-    clients = Clients.load(on_request=handlers.TELEMETRY.count_api_request)
+    if clients is None:
+        clients = Clients.load(on_request=handlers.TELEMETRY.count_api_request)
     configure_outbound_policy(clients)
     cache = Cache(clients, namespaces)
     await cache.start()
