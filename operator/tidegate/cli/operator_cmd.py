@@ -156,6 +156,7 @@ async def _run(
         # Namespaced mode: no cluster-wide scans of namespaces (or CRDs), which a
         # namespaced Role does not allow; the CRDs are installed before the operator.
         settings.scanning.disabled = bool(namespaces)
+        ready = asyncio.Event()
         kopf_task = asyncio.create_task(
             kopf.operator(
                 settings=settings,
@@ -163,12 +164,22 @@ async def _run(
                 namespaces=list(namespaces),
                 standalone=True,
                 stop_flag=stop,
+                ready_flag=ready,
                 # kopf's own default (user@host) asks the passwd database for the user's name,
                 # and the image runs as uid 65532, which has no entry: KeyError at start-up.
                 identity=elector.identity if elector is not None else _default_identity(),  # type: ignore[arg-type]
             )
         )
         hold = asyncio.create_task(elector.hold()) if elector is not None else None
+        # kopf puts its own SIGINT/SIGTERM handlers in place of ours as it starts. Stopped by
+        # those, it leaves the task waiting on `stop` pending and waits 5 s for it ("hung")
+        # before it returns, and the Lease was released that much later. Once kopf is up, the
+        # signals set `stop` again, which kopf stops on at once.
+        readied = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({readied, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
+        readied.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         waits: set[asyncio.Future[Any]] = {kopf_task, *([hold] if hold else [])}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if hold is not None and hold.done() and not kopf_task.done():
