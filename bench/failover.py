@@ -277,8 +277,11 @@ class Recorder:
 # ------------------------------------------------------------------------------ checking
 
 
-def audit_writes(logs: Path, users: set[str], since: float) -> list[tuple[float, str, str, str]]:
-    """(time, user, verb, resource) of every write by `users`, and of their Lease writes."""
+def audit_writes(
+    logs: Path, users: set[str], since: float, refused: bool = False
+) -> list[tuple[float, str, str, str]]:
+    """(time, user, verb, resource) of every write by `users`, and of their Lease writes;
+    `refused`: those the API server refused as well (a 409 reached it too)."""
     out = []
     for path in sorted(logs.glob("audit*.log"), key=lambda p: (p.name == "audit.log", p.name)):
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -293,7 +296,7 @@ def audit_writes(logs: Path, users: set[str], since: float) -> list[tuple[float,
                 if event.get("verb") not in WRITES:
                     continue
                 code = (event.get("responseStatus") or {}).get("code", 0)
-                if not 200 <= int(code) < 300:
+                if not refused and not 200 <= int(code) < 300:
                     continue  # refused writes changed nothing (a standby's Lease attempt, a 409)
                 at = _ts(event["requestReceivedTimestamp"])
                 if at < since:
@@ -568,6 +571,8 @@ def handovers(
         kube.apply(doc)
         kube.wait_phase("web", "Healthy", timeout=120)
         recorder.follow_lease(lease[1])
+        # The watch reports the Lease as it is first, then each write: live once it has.
+        wait_until(lambda: recorder.leases, 30, what="the watch on the Lease")
         for trial in range(trials):
             holder = wait_until(lambda: _holder(kube, lease), 60, what="a leader")
             leader = next(s for s in slots if s.identity == holder)

@@ -297,7 +297,8 @@ def test_a_stopping_operator_finishes_its_pass_and_writes_nothing_after_stop_ret
     asyncio.run(scenario())  # returns once every worker thread of the operator has ended
     audit_flushed(kube)
     writes = audit_writes(kube.sandbox.logs, {op.user}, began)
-    late = [w for w in writes if w[0] >= seen["stopped_at"]]
+    sent = audit_writes(kube.sandbox.logs, {op.user}, began, refused=True)
+    late = [w for w in sent if w[0] >= seen["stopped_at"]]
     assert not late, f"writes after stop returned at {seen['stopped_at']:.3f}: {late}"
     during = [(verb, res) for at, _, verb, res in writes if seen["sigterm_at"] <= at < seen["stopped_at"]]
     assert ("patch", "rollouts/status") in during, f"the held status write did not land in the stop: {during}"
@@ -393,3 +394,71 @@ def test_deletion_waits_for_the_pass_under_way_and_runs_after_it(
             await op.ensure_stopped()
 
     asyncio.run(scenario())
+
+
+def test_a_pass_that_outlasts_the_stop_timeout_lands_its_write_before_the_lease_is_released(
+    quiet: Kube, fresh_handlers: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past STOP_TIMEOUT the cleanup stops waiting and kopf cancels the pass: its request in a worker
+    thread cannot be cancelled. The operator must hold (and renew) the Lease until that request
+    has ended, and return only then."""
+    kube = quiet
+    monkeypatch.setattr(handlers, "STOP_TIMEOUT", 0.5)
+    caplog.set_level(logging.INFO, logger="tidegate.operator")
+    caplog.set_level(logging.DEBUG, logger="kopf._core.reactor.running")
+    for path in HOST:
+        kube.apply_file(path)
+    kube.apply(canary([{"setWeight": 30}, {"pause": {}}]))
+    op = InProcessOperator.make(kube, monkeypatch)
+    began = time.time()
+    seen: dict[str, Any] = {}
+
+    def logged(logger: str, text: str) -> bool:
+        return any(r.name == logger and text in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> None:
+        op.start()
+        try:
+            await healthy(kube)
+            op.gate.close()
+            await asyncio.to_thread(new_image, kube)
+            assert await asyncio.to_thread(op.gate.held.wait, 60), f"no status write held: {_status(kube)}"
+            seen["sigterm_at"] = op.sigterm()
+
+            async def given_up() -> bool:
+                return logged("tidegate.operator", "still under way")
+
+            await eventually(given_up, 30, "the cleanup to stop waiting for the held pass")
+
+            # kopf gives the tasks left 5 s, then cancels them: the pass is cut, its write held.
+            async def kopf_done() -> bool:
+                return logged("kopf._core.reactor.running", "Hung tasks are stopped")
+
+            await eventually(kopf_done, 30, "kopf to cancel what was left")
+            before = await asyncio.to_thread(lease_spec, kube)
+
+            async def renewed_or_released() -> dict[str, Any] | None:
+                spec = await asyncio.to_thread(lease_spec, kube)
+                moved = spec.get("renewTime") != before.get("renewTime")
+                return spec if moved or spec.get("holderIdentity") != op.identity else None
+
+            after = await eventually(renewed_or_released, 3 * TIMING["retry_period"] + 5, "a Lease write")
+            assert after.get("holderIdentity") == op.identity, (
+                f"the Lease was released with the pass's request still to land: {after}"
+            )
+            assert op.task is not None and not op.task.done(), "stop returned with a request in flight"
+            op.gate.open()
+            seen["stopped_at"] = await op.stopped()
+        finally:
+            await op.ensure_stopped()
+
+    asyncio.run(scenario())
+    audit_flushed(kube)
+    sent = audit_writes(kube.sandbox.logs, {op.user}, began, refused=True)
+    late = [w for w in sent if w[0] >= seen["stopped_at"]]
+    assert not late, f"requests after stop returned at {seen['stopped_at']:.3f}: {late}"
+    held = [at for at, _, verb, res in sent if res == "rollouts/status" and at >= seen["sigterm_at"]]
+    assert held, "the held status write never reached the API server"
+    lease_writes = [at for at, _, _, res in sent if res == "leases"]
+    assert lease_writes[-1] > held[-1], "the Lease was released before the held write reached the server"
+    assert lease_spec(kube).get("holderIdentity") in ("", None), "and then it was released"

@@ -127,7 +127,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     # Every API call runs in a worker thread; asyncio's default (cores + 4 = 6 threads
     # here) queued them behind each other. Writes in flight are bounded by the pool.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="api"))
+    api_threads = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="api")
+    loop.set_default_executor(api_threads)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -141,6 +142,7 @@ async def _run(
     cache = Cache(clients, namespaces)
     await cache.start()
     elector = LeaderElector(clients, identity=election["identity"], **election["lease"]) if election else None
+    hold: asyncio.Task[None] | None = None
     try:
         await cache.wait_synced(timeout=120)
         handlers.bind(clients, cache, notifications_namespace or _default_lease_namespace())
@@ -191,18 +193,32 @@ async def _run(
             logging.shutdown()
             os._exit(1)
         await kopf_task
+    finally:
+        handlers.TELEMETRY.set_leader(False)
+        # kopf has stopped, and every pass with it; but a request already in a worker thread (of
+        # a pass that outlasted STOP_TIMEOUT and that kopf then cancelled, of a delete handler
+        # kopf cut short) still lands when it lands. Wait for them while the Lease is still held
+        # and renewed: released first, a standby could act beside that write.
+        await _drain(loop, api_threads)
         if hold is not None:
             hold.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
                 await hold
-    finally:
-        handlers.TELEMETRY.set_leader(False)
         if elector is not None:
             await elector.release()  # a standby leads at its next retry, not after the lease
         cache.stop()
         if metrics_port:
             await server.stop()
     return 0
+
+
+async def _drain(loop: asyncio.AbstractEventLoop, threads: Any) -> None:
+    """Wait for every call running or queued in `threads` (an executor) to end; calls made
+    meanwhile (the Lease's renewals, its release) go to a pool of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-last"))
+    await asyncio.to_thread(threads.shutdown, True)
 
 
 async def _first(wanted: Any, stop: Any) -> bool:

@@ -209,7 +209,14 @@ async def cleanup(**_: Any) -> None:
     for task in workers:
         task.cancel()
     if workers:
-        await asyncio.wait(workers, timeout=STOP_TIMEOUT)
+        _done, left = await asyncio.wait(workers, timeout=STOP_TIMEOUT)
+        if left:
+            log.warning(
+                "stopping: %d passes still under way after %gs are left to kopf to cancel; "
+                "the requests they have sent land before the Lease is released",
+                len(left),
+                STOP_TIMEOUT,
+            )
     notifier, _State.notifier = _State.notifier, None
     if notifier is not None:
         await notifier.stop()
