@@ -177,12 +177,12 @@ async def _run(
         # those, it leaves the task waiting on `stop` pending and waits 5 s for it ("hung")
         # before it returns, and the Lease was released that much later. Once kopf is up, the
         # signals set `stop` again, which kopf stops on at once.
+        waits: set[asyncio.Future[Any]] = {kopf_task, *([hold] if hold else [])}
         readied = asyncio.ensure_future(ready.wait())
-        await asyncio.wait({readied, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({readied, *waits}, return_when=asyncio.FIRST_COMPLETED)
         readied.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        waits: set[asyncio.Future[Any]] = {kopf_task, *([hold] if hold else [])}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if hold is not None and hold.done() and not kopf_task.done():
             # Lost the Lease: exit at once, as client-go's OnStoppedLeading (klog.Fatal) does.
