@@ -1,8 +1,9 @@
-"""Failover on the sandbox: two operators, the leader killed -9 at random moments of a canary.
+"""Failover on the sandbox: two operators, the leader killed -9 at random moments of a canary,
+and the leader stopped cleanly (SIGTERM) with a standby running.
 
-The scenario and its checks are `bench/failover.py` (the same code path; the bench runs
-many kills with the default 15 s lease). Here: three kills, with a short lease so the
-suite stays quick.
+The scenarios and their checks are `bench/failover.py` (the same code path; the bench runs
+many kills with the default 15 s lease, and prints the clean stops' figures). Here: three
+kills, with a short lease so the suite stays quick, and two clean stops with the default one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.failover import Slot, _holder, run, service_account_kubeconfig
+from bench.failover import Slot, _holder, handovers, run, service_account_kubeconfig
 
 from tests.kube import Kube, OperatorProcess, free_port, new_namespace, wait_until
 from tidegate.sandbox import Sandbox
@@ -32,6 +33,30 @@ def test_the_leader_killed_at_random_moments_never_repeats_or_skips_a_step(
     assert report.kills == 3
     assert not report.problems, "\n".join(report.problems)
     assert all(f < 6.0 + 2.0 + 2.0 for f in report.failovers), report.failovers
+
+
+def test_sigterm_hands_the_lease_over_by_release_and_the_standby_runs_the_next_pass(
+    sandbox: Sandbox, operator: OperatorProcess
+) -> None:
+    """The default lease (15 s): a standby that waited for it to expire could not lead sooner."""
+    lease_duration = 15.0
+    operator.stop()  # its own Lease is another one; stopped so that only the two below act
+    try:
+        done = handovers(sandbox, trials=2, timing=(lease_duration, 10.0, 2.0))
+    finally:
+        operator.start()
+    assert len(done) == 2
+    for i, h in enumerate(done, 1):
+        what = f"handover {i} ({h.old.identity} -> {h.new.identity})"
+        assert h.exit_code == 0, f"{what}: the old leader exited {h.exit_code}; {h.old.log}"
+        assert h.released, f"{what}: the Lease never had an empty holder: it was not released"
+        assert h.to_holder < lease_duration, (
+            f"{what}: the standby led {h.to_holder:.1f}s after SIGTERM, as late as an expiry"
+        )
+        # The revision written right after the SIGTERM went Healthy (`handovers` waits for its
+        # observedGeneration), and its first pass was the new leader's.
+        assert h.to_pass is not None, f"{what}: the new leader ran no pass; {h.new.log}"
+        assert h.writer == h.new.user, f"{what}: the first pass write after SIGTERM was {h.writer!r}'s"
 
 
 def test_a_standby_is_ready_and_a_leader_that_loses_its_lease_exits(sandbox: Sandbox) -> None:

@@ -12,30 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_canary import HOST, canary
-from tests.kube import Kube, OperatorProcess, new_namespace
+from tests.kube import Kube
 from tidegate.core.model import Event
 from tidegate.handlers.reconcile import PassResult, reconcile
 from tidegate.k8s.cache import Cache
 from tidegate.k8s.client import Clients
-from tidegate.sandbox import Sandbox
-
-
-@pytest.fixture
-def quiet(sandbox: Sandbox, operator: OperatorProcess) -> Iterator[Kube]:
-    """A namespace with no operator running: only this test's passes act."""
-    operator.stop()
-    ns = new_namespace(sandbox)
-    try:
-        yield Kube(sandbox, ns)
-    finally:
-        sandbox.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        operator.start()
 
 
 async def _passes_until(

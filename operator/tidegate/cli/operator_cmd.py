@@ -102,8 +102,13 @@ async def _run(
     metrics_port: int,
     election: dict[str, Any] | None,
     notifications_namespace: str | None = None,
+    clients: Any = None,
 ) -> int:
-    """Caches first (a standby keeps them warm), then the Lease, then kopf: only the leader writes."""
+    """Caches first (a standby keeps them warm), then the Lease, then kopf: only the leader writes.
+
+    `clients` (tidegate.k8s.client.Clients) replaces the ones loaded from the kubeconfig; the
+    tests pass clients that hold a write at a chosen point.
+    """
     import importlib
     import importlib.util
     import signal
@@ -122,7 +127,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     # Every API call runs in a worker thread; asyncio's default (cores + 4 = 6 threads
     # here) queued them behind each other. Writes in flight are bounded by the pool.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="api"))
+    api_threads = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="api")
+    loop.set_default_executor(api_threads)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -130,11 +136,13 @@ async def _run(
     server = TelemetryServer(handlers.TELEMETRY.registry, host=metrics_host, port=metrics_port)
     if metrics_port:
         await server.start()
-    clients = Clients.load(on_request=handlers.TELEMETRY.count_api_request)
+    if clients is None:
+        clients = Clients.load(on_request=handlers.TELEMETRY.count_api_request)
     configure_outbound_policy(clients)
     cache = Cache(clients, namespaces)
     await cache.start()
     elector = LeaderElector(clients, identity=election["identity"], **election["lease"]) if election else None
+    hold: asyncio.Task[None] | None = None
     try:
         await cache.wait_synced(timeout=120)
         handlers.bind(clients, cache, notifications_namespace or _default_lease_namespace())
@@ -150,6 +158,7 @@ async def _run(
         # Namespaced mode: no cluster-wide scans of namespaces (or CRDs), which a
         # namespaced Role does not allow; the CRDs are installed before the operator.
         settings.scanning.disabled = bool(namespaces)
+        ready = asyncio.Event()
         kopf_task = asyncio.create_task(
             kopf.operator(
                 settings=settings,
@@ -157,13 +166,23 @@ async def _run(
                 namespaces=list(namespaces),
                 standalone=True,
                 stop_flag=stop,
+                ready_flag=ready,
                 # kopf's own default (user@host) asks the passwd database for the user's name,
                 # and the image runs as uid 65532, which has no entry: KeyError at start-up.
                 identity=elector.identity if elector is not None else _default_identity(),  # type: ignore[arg-type]
             )
         )
         hold = asyncio.create_task(elector.hold()) if elector is not None else None
+        # kopf puts its own SIGINT/SIGTERM handlers in place of ours as it starts. Stopped by
+        # those, it leaves the task waiting on `stop` pending and waits 5 s for it ("hung")
+        # before it returns, and the Lease was released that much later. Once kopf is up, the
+        # signals set `stop` again, which kopf stops on at once.
         waits: set[asyncio.Future[Any]] = {kopf_task, *([hold] if hold else [])}
+        readied = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({readied, *waits}, return_when=asyncio.FIRST_COMPLETED)
+        readied.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if hold is not None and hold.done() and not kopf_task.done():
             # Lost the Lease: exit at once, as client-go's OnStoppedLeading (klog.Fatal) does.
@@ -174,18 +193,32 @@ async def _run(
             logging.shutdown()
             os._exit(1)
         await kopf_task
+    finally:
+        handlers.TELEMETRY.set_leader(False)
+        # kopf has stopped, and every pass with it; but a request already in a worker thread (of
+        # a pass that outlasted STOP_TIMEOUT and that kopf then cancelled, of a delete handler
+        # kopf cut short) still lands when it lands. Wait for them while the Lease is still held
+        # and renewed: released first, a standby could act beside that write.
+        await _drain(loop, api_threads)
         if hold is not None:
             hold.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeadershipLost):
                 await hold
-    finally:
-        handlers.TELEMETRY.set_leader(False)
         if elector is not None:
             await elector.release()  # a standby leads at its next retry, not after the lease
         cache.stop()
         if metrics_port:
             await server.stop()
     return 0
+
+
+async def _drain(loop: asyncio.AbstractEventLoop, threads: Any) -> None:
+    """Wait for every call running or queued in `threads` (an executor) to end; calls made
+    meanwhile (the Lease's renewals, its release) go to a pool of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-last"))
+    await asyncio.to_thread(threads.shutdown, True)
 
 
 async def _first(wanted: Any, stop: Any) -> bool:

@@ -29,6 +29,7 @@ from tidegate.core.model import ANALYSIS_BLOCKED, REVISION_ANNOTATION, Event
 from tidegate.handlers.reconcile import PassResult, reconcile, release_traffic
 from tidegate.k8s.cache import Cache, rollout_refs
 from tidegate.k8s.client import ApiException, Clients
+from tidegate.k8s.events import post_event
 from tidegate.k8s.notifyconfig import read_notification_config
 from tidegate.notifications import Notifier
 from tidegate.telemetry import Telemetry
@@ -208,7 +209,14 @@ async def cleanup(**_: Any) -> None:
     for task in workers:
         task.cancel()
     if workers:
-        await asyncio.wait(workers, timeout=STOP_TIMEOUT)
+        _done, left = await asyncio.wait(workers, timeout=STOP_TIMEOUT)
+        if left:
+            log.warning(
+                "stopping: %d passes still under way after %gs are left to kopf to cancel; "
+                "the requests they have sent land before the Lease is released",
+                len(left),
+                STOP_TIMEOUT,
+            )
     notifier, _State.notifier = _State.notifier, None
     if notifier is not None:
         await notifier.stop()
@@ -273,7 +281,11 @@ async def _emit(body: dict[str, Any], event: Event) -> None:
     elif event.reason == "RolloutPromoted":
         TELEMETRY.count_promotion(ns, name)
     log_transition(body, event.reason, event.message, event.type == "Warning")
-    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
+    clients = _State.clients
+    assert clients is not None
+    # Awaited inside the pass, with our own client: a pass that finishes has posted its Events,
+    # even one finishing while the operator stops (kopf's poster is stopped by then).
+    await post_event(clients, body, event.type, event.reason, event.message)
 
 
 class _NotificationReporter:
@@ -464,7 +476,15 @@ async def rollout_deleted(**kwargs: Any) -> None:
     name: str = kwargs["name"]
     clients, cache = _State.clients, _State.cache
     assert clients is not None and cache is not None
-    async with _lock((namespace, name)):
+    lock = _lock((namespace, name))
+    if lock.locked():
+        log.info(
+            "deletion of %s/%s waits for the pass under way",
+            namespace,
+            name,
+            extra={"namespace": namespace, "rollout": name},
+        )
+    async with lock:
         await release_traffic(clients, cache, namespace, name)
     TELEMETRY.forget(namespace, name)
     _State.locks.pop((namespace, name), None)
