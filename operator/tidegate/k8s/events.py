@@ -70,4 +70,9 @@ async def post_event(clients: Clients, obj: dict[str, Any], type: str, reason: s
         )
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
         ref = body["involvedObject"]
-        log.warning("could not post Event %s about %s/%s: %s", reason, ref["namespace"], ref["name"], exc)
+        if isinstance(exc, ApiException) and exc.status == 403 and "NamespaceTerminating" in str(exc.body):
+            # The namespace is being deleted, the Rollout with it: nobody will read the Event.
+            log.debug("no Event %s about %s/%s: namespace terminating", reason, ref["namespace"], ref["name"])
+            return
+        why = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
+        log.warning("could not post Event %s about %s/%s: %s", reason, ref["namespace"], ref["name"], why)
