@@ -279,16 +279,7 @@ def test_a_stopping_operator_finishes_its_pass_and_writes_nothing_after_stop_ret
             # Stopping, the operator keeps the Lease while its pass is in flight (a standby that
             # took it now would act beside the write still to land): it renews it, and has not
             # returned. A stop that cut the pass would release the Lease instead.
-            async def renewed_or_released() -> dict[str, Any] | None:
-                spec = await asyncio.to_thread(lease_spec, kube)
-                moved = spec.get("renewTime") != before.get("renewTime")
-                return spec if moved or spec.get("holderIdentity") != op.identity else None
-
-            after = await eventually(renewed_or_released, 3 * TIMING["retry_period"] + 5, "a Lease write")
-            assert after.get("holderIdentity") == op.identity, (
-                f"the Lease was given up while the pass was held: {after}"
-            )
-            assert op.task is not None and not op.task.done(), "stop returned with a pass in flight"
+            await _keeps_the_lease(kube, op, before, "given up while the pass was held", "a pass")
             op.gate.open()
             seen["stopped_at"] = await op.stopped()
         finally:
@@ -437,16 +428,8 @@ def test_a_pass_that_outlasts_the_stop_timeout_lands_its_write_before_the_lease_
             await eventually(kopf_done, 30, "kopf to cancel what was left")
             before = await asyncio.to_thread(lease_spec, kube)
 
-            async def renewed_or_released() -> dict[str, Any] | None:
-                spec = await asyncio.to_thread(lease_spec, kube)
-                moved = spec.get("renewTime") != before.get("renewTime")
-                return spec if moved or spec.get("holderIdentity") != op.identity else None
-
-            after = await eventually(renewed_or_released, 3 * TIMING["retry_period"] + 5, "a Lease write")
-            assert after.get("holderIdentity") == op.identity, (
-                f"the Lease was released with the pass's request still to land: {after}"
-            )
-            assert op.task is not None and not op.task.done(), "stop returned with a request in flight"
+            lost = "released with the pass's request still to land"
+            await _keeps_the_lease(kube, op, before, lost, "a request")
             op.gate.open()
             seen["stopped_at"] = await op.stopped()
         finally:
@@ -462,3 +445,16 @@ def test_a_pass_that_outlasts_the_stop_timeout_lands_its_write_before_the_lease_
     lease_writes = [at for at, _, _, res in sent if res == "leases"]
     assert lease_writes[-1] > held[-1], "the Lease was released before the held write reached the server"
     assert lease_spec(kube).get("holderIdentity") in ("", None), "and then it was released"
+
+
+async def _keeps_the_lease(kube: Kube, op: Any, before: dict[str, Any], lost: str, held: str) -> None:
+    """The stopping operator renews its Lease (or gives it up: the failure) while `held` is in flight."""
+
+    async def renewed_or_released() -> dict[str, Any] | None:
+        spec = await asyncio.to_thread(lease_spec, kube)
+        moved = spec.get("renewTime") != before.get("renewTime")
+        return spec if moved or spec.get("holderIdentity") != op.identity else None
+
+    after = await eventually(renewed_or_released, 3 * TIMING["retry_period"] + 5, "a Lease write")
+    assert after.get("holderIdentity") == op.identity, f"the Lease was {lost}: {after}"
+    assert op.task is not None and not op.task.done(), f"stop returned with {held} in flight"
